@@ -1,0 +1,263 @@
+package netstack
+
+import (
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// batchSize is how many packets one Read or Write call moves at most. It
+// matches the largest batch wireguard-go's device hands to a tun.Device.
+const batchSize = 128
+
+// outQueueLen bounds the packets the stack has written that the WireGuard
+// device has not read yet. When it is full, further packets are refused with
+// ErrNoBufferSpace and TCP retransmits them; nothing blocks the stack.
+const outQueueLen = 4096
+
+// link is the seam between gVisor and WireGuard. Towards gVisor it is a
+// stack.LinkEndpoint without a link header; towards wireguard-go it is a
+// tun.Device. Packets the stack sends are queued (holding a reference) until
+// the device reads them in batches; packets the device writes are delivered
+// into the stack synchronously in the writer's goroutine.
+//
+// Concurrency: Read is called by one goroutine (wireguard-go's TUN reader),
+// Write by any number (one per peer); WritePackets by any stack goroutine.
+// mu guards the outbound queue and the closed flag; the dispatcher is swapped
+// only while the NIC is created or removed and is guarded by dmu.
+type link struct {
+	mtu uint32
+
+	dmu        sync.RWMutex
+	dispatcher stack.NetworkDispatcher
+
+	mu     sync.Mutex
+	queue  []*stack.PacketBuffer // ring buffer of outQueueLen
+	head   int                   // index of the oldest queued packet
+	count  int                   // queued packets
+	closed bool
+	ready  chan struct{} // capacity 1: signalled when the queue becomes non-empty or the link closes
+
+	events chan tun.Event
+}
+
+var (
+	_ stack.LinkEndpoint = (*link)(nil)
+	_ tun.Device         = device{}
+)
+
+func newLink(mtu int) *link {
+	l := &link{
+		mtu:    uint32(mtu),
+		queue:  make([]*stack.PacketBuffer, outQueueLen),
+		ready:  make(chan struct{}, 1),
+		events: make(chan tun.Event, 1),
+	}
+	l.events <- tun.EventUp
+	return l
+}
+
+// --- stack.LinkEndpoint ---
+
+func (l *link) MTU() uint32                             { return l.mtu }
+func (l *link) SetMTU(mtu uint32)                       {}
+func (l *link) MaxHeaderLength() uint16                 { return 0 }
+func (l *link) LinkAddress() tcpip.LinkAddress          { return "" }
+func (l *link) SetLinkAddress(tcpip.LinkAddress)        {}
+func (l *link) Wait()                                   {}
+func (l *link) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+func (l *link) AddHeader(*stack.PacketBuffer)           {}
+func (l *link) ParseHeader(*stack.PacketBuffer) bool    { return true }
+func (l *link) SetOnCloseAction(func())                 {}
+
+// Capabilities: packets that reach the stack were authenticated by
+// WireGuard's AEAD, so a corrupted checksum cannot come from the wire; the
+// stack skips verifying it. Outbound checksums are always computed because
+// the peer's stack verifies them.
+func (l *link) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityRXChecksumOffload
+}
+
+func (l *link) Attach(d stack.NetworkDispatcher) {
+	l.dmu.Lock()
+	l.dispatcher = d
+	l.dmu.Unlock()
+}
+
+func (l *link) IsAttached() bool {
+	l.dmu.RLock()
+	defer l.dmu.RUnlock()
+	return l.dispatcher != nil
+}
+
+// WritePackets queues the stack's outbound packets for Read. It never blocks:
+// when the queue is full the rest of the list is refused.
+func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, &tcpip.ErrClosedForSend{}
+	}
+	wasEmpty := l.count == 0
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		if l.count == len(l.queue) {
+			break
+		}
+		l.queue[(l.head+l.count)%len(l.queue)] = pkt.IncRef()
+		l.count++
+		n++
+	}
+	l.mu.Unlock()
+	if wasEmpty && n > 0 {
+		select {
+		case l.ready <- struct{}{}:
+		default:
+		}
+	}
+	if n == 0 {
+		return 0, &tcpip.ErrNoBufferSpace{}
+	}
+	return n, nil
+}
+
+// Close is called by the stack when the NIC is removed.
+func (l *link) Close() {}
+
+// takeLocked removes and returns the oldest queued packet. l.mu must be held
+// and the queue must not be empty.
+func (l *link) takeLocked() *stack.PacketBuffer {
+	p := l.queue[l.head]
+	l.queue[l.head] = nil
+	l.head = (l.head + 1) % len(l.queue)
+	l.count--
+	return p
+}
+
+// device is the tun.Device face of a link. (It is a separate type because
+// both interfaces have an MTU method, with different signatures.)
+type device struct{ l *link }
+
+func (d device) File() *os.File           { return nil }
+func (d device) Name() (string, error)    { return "wgsidecar", nil }
+func (d device) Events() <-chan tun.Event { return d.l.events }
+func (d device) BatchSize() int           { return batchSize }
+func (d device) MTU() (int, error)        { return int(d.l.mtu), nil }
+func (d device) Close() error             { d.l.closeDevice(); return nil }
+func (d device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return d.l.read(bufs, sizes, offset)
+}
+func (d device) Write(bufs [][]byte, offset int) (int, error) { return d.l.write(bufs, offset) }
+
+// read moves up to len(bufs) queued outbound packets into bufs, each starting
+// at offset, and releases them to gVisor's pools. It blocks until at least
+// one packet is queued or the device is closed.
+func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	for {
+		l.mu.Lock()
+		if l.count > 0 {
+			break
+		}
+		if l.closed {
+			l.mu.Unlock()
+			return 0, os.ErrClosed
+		}
+		l.mu.Unlock()
+		<-l.ready
+	}
+	// l.mu is held.
+	var taken [batchSize]*stack.PacketBuffer
+	n := min(len(bufs), l.count, batchSize)
+	for i := range n {
+		taken[i] = l.takeLocked()
+	}
+	more := l.count > 0
+	l.mu.Unlock()
+	if more {
+		// Leave the signal set for the next Read.
+		select {
+		case l.ready <- struct{}{}:
+		default:
+		}
+	}
+
+	out := 0
+	for i := range n {
+		pkt := taken[i]
+		dst := bufs[out][offset:]
+		size := 0
+		fits := pkt.Size() <= len(dst)
+		if fits {
+			for _, s := range pkt.AsSlices() {
+				size += copy(dst[size:], s)
+			}
+		}
+		pkt.DecRef()
+		if !fits {
+			// Larger than the device's buffers: cannot be sent. The
+			// stack only produces packets up to the MTU, so this is a
+			// programming error rather than traffic; drop it.
+			continue
+		}
+		sizes[out] = size
+		out++
+	}
+	return out, nil
+}
+
+// write delivers each packet, starting at offset in its buffer, into the
+// stack. The packet is copied into a pooled gVisor buffer, which the stack
+// releases when it is done with it.
+func (l *link) write(bufs [][]byte, offset int) (int, error) {
+	l.dmu.RLock()
+	d := l.dispatcher
+	l.dmu.RUnlock()
+	if d == nil {
+		return 0, os.ErrClosed
+	}
+	for i, b := range bufs {
+		pkt := b[offset:]
+		if len(pkt) == 0 {
+			continue
+		}
+		var proto tcpip.NetworkProtocolNumber
+		switch pkt[0] >> 4 {
+		case 4:
+			proto = header.IPv4ProtocolNumber
+		case 6:
+			proto = header.IPv6ProtocolNumber
+		default:
+			return i, syscall.EAFNOSUPPORT
+		}
+		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+		d.DeliverNetworkPacket(proto, pb)
+		pb.DecRef()
+	}
+	return len(bufs), nil
+}
+
+// closeDevice wakes a blocked Read, drops what is still queued and closes
+// the events channel. It is idempotent.
+func (l *link) closeDevice() {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	for l.count > 0 {
+		l.takeLocked().DecRef()
+	}
+	l.mu.Unlock()
+	select {
+	case l.ready <- struct{}{}:
+	default:
+	}
+	close(l.events)
+}
