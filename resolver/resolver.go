@@ -17,13 +17,17 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 )
 
 // DefaultTimeout bounds one query to one server.
-const DefaultTimeout = 3 * time.Second
+const DefaultTimeout = 2 * time.Second
+
+// attempts is how many rounds over the servers a query makes.
+const attempts = 2
 
 // Resolver resolves names with the given servers and search domains. The
 // zero value has no servers and resolves only IP literals. A Resolver is
@@ -68,28 +72,34 @@ func (r *Resolver) LookupNetIP(ctx context.Context, network, host string) ([]net
 	}
 	var lastErr error
 	for _, name := range r.candidates(host) {
+		// Ask for every record type at once, as Go's resolver does.
+		type answer struct {
+			addrs []netip.Addr
+			err   error
+		}
+		answers := make([]answer, len(types))
+		var wg sync.WaitGroup
+		for i, t := range types {
+			wg.Go(func() {
+				answers[i].addrs, answers[i].err = r.query(ctx, name, t)
+			})
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			return nil, dnsErr(ctx.Err().Error(), false)
+		}
 		var addrs []netip.Addr
-		found := false
-		for _, t := range types {
-			got, err := r.query(ctx, name, t)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, dnsErr(ctx.Err().Error(), false)
-				}
-				lastErr = err
-				continue
+		for _, a := range answers {
+			addrs = append(addrs, a.addrs...)
+			if a.err != nil && !errors.Is(a.err, errNoSuchHost) {
+				lastErr = a.err
 			}
-			found = true
-			addrs = append(addrs, got...)
 		}
 		if len(addrs) > 0 {
 			return addrs, nil
 		}
-		if found && lastErr == nil {
-			lastErr = errNoSuchHost
-		}
 	}
-	if lastErr == nil || errors.Is(lastErr, errNoSuchHost) {
+	if lastErr == nil {
 		return nil, dnsErr("no such host", true)
 	}
 	return nil, dnsErr(lastErr.Error(), false)
@@ -127,8 +137,10 @@ func (r *Resolver) query(ctx context.Context, name string, t dnsmessage.Type) ([
 	}
 	q := dnsmessage.Question{Name: qname, Type: t, Class: dnsmessage.ClassINET}
 	var lastErr error
-	for _, s := range r.Servers {
-		server := netip.AddrPortFrom(s, 53).String()
+	for attempt := range attempts * len(r.Servers) {
+		// Each server in turn, then all of them again: as resolv.conf's
+		// "attempts:2", since a UDP query or its answer may be lost.
+		server := netip.AddrPortFrom(r.Servers[attempt%len(r.Servers)], 53).String()
 		msg, err := r.exchange(ctx, "udp", server, q)
 		if err == nil && msg.Truncated {
 			msg, err = r.exchange(ctx, "tcp", server, q)

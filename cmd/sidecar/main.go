@@ -1,0 +1,224 @@
+// Command sidecar runs a WireGuard node in user space beside an app, checks
+// configuration files, manages keys, and shows the whole system in a demo.
+//
+// It is the edge of the program: it parses flags, sets up logging and
+// signals, and calls package sidecar; it holds no networking of its own.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/wgconf"
+)
+
+const usage = `sidecar: a rootless WireGuard sidecar (user-space network stack).
+
+Usage:
+  sidecar up -c FILE       run a node from a wg-quick style file until SIGINT/SIGTERM
+  sidecar check -c FILE    validate a file and print its warnings
+  sidecar genkey           print a new private key
+  sidecar pubkey           read a private key on stdin, print its public key
+  sidecar demo             run two nodes in one process, send traffic, show what happened
+
+Run 'sidecar COMMAND --help' for a command's flags.
+`
+
+// errUsage marks an error caused by bad arguments (exit status 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the process exit status.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "up":
+		err = cmdUp(rest, stderr)
+	case "check":
+		err = cmdCheck(rest, stdout, stderr)
+	case "genkey":
+		err = cmdGenkey(rest, stdout, stderr)
+	case "pubkey":
+		err = cmdPubkey(rest, stdin, stdout, stderr)
+	case "demo":
+		err = cmdDemo(rest, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "sidecar: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		fmt.Fprintf(stderr, "sidecar %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+// newFlags makes a flag set that reports errors to stderr and returns them
+// instead of exiting.
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: sidecar %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad log level %q (want debug, info, warn or error)", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if json {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+func cmdUp(args []string, stderr io.Writer) error {
+	fs := newFlags("up", "up -c FILE [--log-level LEVEL] [--log-json]", stderr)
+	file := fs.String("c", "", "configuration `file` (wg-quick format plus sidecar sections)")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	logJSON := fs.Bool("log-json", false, "log as JSON lines instead of text")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *file == "" {
+		fmt.Fprintln(stderr, "sidecar up: -c FILE is required")
+		fs.Usage()
+		return errUsage
+	}
+	log, err := newLogger(stderr, *level, *logJSON)
+	if err != nil {
+		return err
+	}
+	cfg, err := wgconf.ParseFile(*file)
+	if err != nil {
+		return err
+	}
+	node, err := sidecar.Start(cfg, sidecar.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", "signal", "SIGINT/SIGTERM")
+			return node.Close()
+		case <-hup:
+			reloadPeers(log, *file, node)
+		}
+	}
+}
+
+// reloadPeers reads the file again and applies its peers. A file that no
+// longer parses is logged and the running configuration kept.
+func reloadPeers(log *slog.Logger, file string, node *sidecar.Node) {
+	cfg, err := wgconf.ParseFile(file)
+	if err != nil {
+		log.Error("reload refused; keeping the running configuration", "err", err)
+		return
+	}
+	if err := node.SetPeers(cfg.Peers); err != nil {
+		log.Error("reload failed", "err", err)
+		return
+	}
+	log.Info("peers reloaded", "peers", len(cfg.Peers))
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", "check -c FILE", stderr)
+	file := fs.String("c", "", "configuration `file` to validate")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *file == "" {
+		fmt.Fprintln(stderr, "sidecar check: -c FILE is required")
+		fs.Usage()
+		return errUsage
+	}
+	cfg, err := wgconf.ParseFile(*file)
+	if err != nil {
+		return err
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d peer(s), public key %s)\n", *file, len(cfg.Peers), cfg.Interface.PrivateKey.Public())
+	return nil
+}
+
+func cmdGenkey(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("genkey", "genkey", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	k, err := wgconf.GeneratePrivateKey()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, k.Base64())
+	return nil
+}
+
+func cmdPubkey(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("pubkey", "pubkey < PRIVATE_KEY", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	in, err := io.ReadAll(io.LimitReader(stdin, 4096))
+	if err != nil {
+		return err
+	}
+	k, err := wgconf.ParsePrivateKey(strings.TrimSpace(string(in)))
+	if err != nil {
+		return fmt.Errorf("reading private key from stdin: %w", err)
+	}
+	fmt.Fprintln(stdout, k.Public())
+	return nil
+}

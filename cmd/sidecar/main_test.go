@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wgsidecar/sidecar/wgconf"
+)
+
+// TestMain lets the test binary act as the sidecar command, so that tests
+// can run it as a real subprocess (signals, exit status, stderr).
+func TestMain(m *testing.M) {
+	if os.Getenv("WGSIDECAR_TEST_AS_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func runCmd(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestGenkeyPubkey(t *testing.T) {
+	code, priv, _ := runCmd(t, "", "genkey")
+	if code != 0 {
+		t.Fatalf("genkey exit %d", code)
+	}
+	k, err := wgconf.ParsePrivateKey(strings.TrimSpace(priv))
+	if err != nil {
+		t.Fatalf("genkey printed %q: %v", priv, err)
+	}
+	code, pub, _ := runCmd(t, priv, "pubkey")
+	if code != 0 || strings.TrimSpace(pub) != k.Public().String() {
+		t.Fatalf("pubkey: exit %d, %q; want %s", code, pub, k.Public())
+	}
+	// The same answer as WireGuard's own tool, when it is installed.
+	if wg, err := exec.LookPath("wg"); err == nil {
+		cmd := exec.Command(wg, "pubkey")
+		cmd.Stdin = strings.NewReader(priv)
+		want, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("wg pubkey: %v", err)
+		}
+		if strings.TrimSpace(pub) != strings.TrimSpace(string(want)) {
+			t.Errorf("pubkey %q; wg pubkey says %q", pub, want)
+		}
+	}
+	code, _, stderr := runCmd(t, "not a key", "pubkey")
+	if code != 1 || !strings.Contains(stderr, "private key") || strings.Contains(stderr, "not a key") {
+		t.Errorf("pubkey of garbage: exit %d, stderr %q; want 1 and an error that does not echo the input", code, stderr)
+	}
+}
+
+func TestUsageAndHelp(t *testing.T) {
+	if code, _, stderr := runCmd(t, ""); code != 2 || !strings.Contains(stderr, "Usage:") {
+		t.Errorf("no args: exit %d, %q", code, stderr)
+	}
+	if code, stdout, _ := runCmd(t, "", "--help"); code != 0 || !strings.Contains(stdout, "sidecar up -c FILE") {
+		t.Errorf("--help: exit %d, %q", code, stdout)
+	}
+	for _, cmd := range []string{"up", "check", "genkey", "pubkey", "demo"} {
+		code, _, stderr := runCmd(t, "", cmd, "--help")
+		if code != 0 || !strings.Contains(stderr, "Usage: sidecar "+cmd) {
+			t.Errorf("%s --help: exit %d, %q", cmd, code, stderr)
+		}
+	}
+	if code, _, stderr := runCmd(t, "", "frobnicate"); code != 2 || !strings.Contains(stderr, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: exit %d, %q", code, stderr)
+	}
+	if code, _, _ := runCmd(t, "", "up"); code != 2 {
+		t.Errorf("up without -c: exit %d; want 2", code)
+	}
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCheck(t *testing.T) {
+	k, _ := wgconf.GeneratePrivateKey()
+	peer, _ := wgconf.GeneratePrivateKey()
+	good := writeFile(t, "good.conf", fmt.Sprintf(`[Interface]
+PrivateKey = %s
+Address = 10.5.0.1/24
+PostUp = iptables -A FORWARD -i %%i -j ACCEPT
+
+[Peer]
+PublicKey = %s
+AllowedIPs = 10.5.0.2/32
+`, k.Base64(), peer.Public()))
+	code, stdout, _ := runCmd(t, "", "check", "-c", good)
+	if code != 0 || !strings.Contains(stdout, "OK (1 peer(s)") || !strings.Contains(stdout, "PostUp") {
+		t.Errorf("check good file: exit %d, %q", code, stdout)
+	}
+	if strings.Contains(stdout, k.Base64()) {
+		t.Error("check printed the private key")
+	}
+
+	bad := writeFile(t, "bad.conf", fmt.Sprintf("[Interface]\nPrivateKey = %s\nListenPort = 99999\n", k.Base64()))
+	code, _, stderr := runCmd(t, "", "check", "-c", bad)
+	if want := bad + ":3: ListenPort:"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("check bad file: exit %d, stderr %q; want it to contain %q", code, stderr, want)
+	}
+}
+
+// TestUpRunsAndStopsOnSignal runs `sidecar up` as a real process from a
+// file, checks it came up and logs no secret, then stops it with SIGTERM and
+// expects a clean exit. A broken file makes it exit at once with file:line.
+func TestUpRunsAndStopsOnSignal(t *testing.T) {
+	k, _ := wgconf.GeneratePrivateKey()
+	peer, _ := wgconf.GeneratePrivateKey()
+	psk, _ := wgconf.GeneratePrivateKey()
+	file := writeFile(t, "wg0.conf", fmt.Sprintf(`[Interface]
+PrivateKey = %s
+Address = 10.6.0.1/32, fd06::1/128
+Table = off
+
+[Peer]
+PublicKey = %s
+PresharedKey = %s
+AllowedIPs = 10.6.0.2/32
+Endpoint = 127.0.0.1:9
+`, k.Base64(), peer.Public(), psk.Base64()))
+
+	cmd := exec.Command(os.Args[0], "up", "-c", file, "--log-level", "debug")
+	cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(stderr.String(), `msg="sidecar up"`) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no 'sidecar up' log line; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGTERM: %v; stderr:\n%s", err, stderr.String())
+	}
+	logs := stderr.String()
+	for _, want := range []string{"Table", "sidecar down", "shutting down"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	for _, secret := range []string{k.Base64(), k.Hex(), psk.Base64(), psk.Hex()} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("a secret key appears in the logs")
+		}
+	}
+
+	broken := writeFile(t, "broken.conf", "[Interface]\nPrivateKey = nope\n")
+	cmd = exec.Command(os.Args[0], "up", "-c", broken)
+	cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Errorf("up with a broken file: %v; want exit status 1", err)
+	}
+	if !regexp.MustCompile(regexp.QuoteMeta(broken) + `:2: PrivateKey: `).Match(out) {
+		t.Errorf("up with a broken file said %q; want file:2: PrivateKey", out)
+	}
+	if strings.Contains(string(out), `msg="sidecar up"`) {
+		t.Error("the sidecar started on a broken file")
+	}
+}
+
+func TestDemo(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "", "demo", "--bytes", "4194304")
+	if code != 0 {
+		t.Fatalf("demo: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		`GET http://10.99.0.2/`, `"hello from b, you are 10.99.0.1:`,
+		`GET http://[fd00:99::2]/`, `you are [fd00:99::1]:`,
+		"ping 10.99.0.2", "ping fd00:99::2",
+		"b received 4194304 bytes",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, stdout)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
