@@ -136,15 +136,17 @@ func cmdUp(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	node, err := sidecar.Start(cfg, sidecar.Options{Logger: log})
-	if err != nil {
-		return err
-	}
+	// Signals are caught before the node starts, so that one arriving
+	// during start-up still shuts it down cleanly.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	node, err := sidecar.Start(cfg, sidecar.Options{Logger: log})
+	if err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
