@@ -194,9 +194,7 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		size := 0
 		fits := pkt.Size() <= len(dst)
 		if fits {
-			for _, s := range pkt.AsSlices() {
-				size += copy(dst[size:], s)
-			}
+			size = copyPacket(dst, pkt)
 		}
 		pkt.DecRef()
 		if !fits {
@@ -260,4 +258,21 @@ func (l *link) closeDevice() {
 	default:
 	}
 	close(l.events)
+}
+
+// copyPacket copies the whole of pkt (from its first header on) into dst,
+// which must be large enough, without allocating.
+func copyPacket(dst []byte, pkt *stack.PacketBuffer) int {
+	views, skip := pkt.AsViewList()
+	n := 0
+	for v := views.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if skip >= len(b) {
+			skip -= len(b)
+			continue
+		}
+		n += copy(dst[n:], b[skip:])
+		skip = 0
+	}
+	return n
 }
