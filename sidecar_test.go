@@ -270,7 +270,9 @@ func TestPing(t *testing.T) {
 }
 
 // TestRestartedNodeIsReachedAgain closes a node and starts it again with
-// the same key and port: its peer reaches it again.
+// the same key, on the same port and then on another port that its peer was
+// never told of: the peer reaches it again each time (the second time by
+// roaming to the endpoint the restarted node's handshake came from).
 func TestRestartedNodeIsReachedAgain(t *testing.T) {
 	a, b := sidecartest.NewPair(t)
 	serveHTTP(t, b, "b1")
@@ -278,7 +280,8 @@ func TestRestartedNodeIsReachedAgain(t *testing.T) {
 		t.Fatalf("before restart: %q", got)
 	}
 	cfg := *b.Config()
-	cfg.Interface.ListenPort = b.ListenPort()
+	firstPort := b.ListenPort()
+	cfg.Interface.ListenPort = firstPort
 	cfg.Peers = []wgconf.Peer{{
 		PublicKey:  a.PublicKey(),
 		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32"), netip.MustParsePrefix("fd00:99::1/128")},
@@ -290,10 +293,28 @@ func TestRestartedNodeIsReachedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b2.Close()
 	serveHTTP(t, b2, "b2")
 	if got := get(t, a.HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b2 saw") {
 		t.Fatalf("after restart: %q", got)
+	}
+	b2.Close()
+
+	cfg.Interface.ListenPort = 0 // a new port
+	b3, err := sidecar.Start(&cfg, sidecar.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b3.Close()
+	if b3.ListenPort() == firstPort {
+		t.Skip("the OS gave the same port again")
+	}
+	serveHTTP(t, b3, "b3")
+	if got := get(t, a.HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b3 saw") {
+		t.Fatalf("after restart on a new port: %q", got)
+	}
+	peers, err := a.Peers()
+	if err != nil || len(peers) != 1 || int(peers[0].Endpoint.Port()) != b3.ListenPort() {
+		t.Errorf("a's view of b after it roamed: %+v, %v; want port %d", peers, err, b3.ListenPort())
 	}
 }
 
