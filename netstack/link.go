@@ -53,6 +53,7 @@ type link struct {
 
 var (
 	_ stack.LinkEndpoint = (*link)(nil)
+	_ stack.GSOEndpoint  = (*link)(nil)
 	_ tun.Device         = device{}
 )
 
@@ -92,6 +93,12 @@ func (l *link) SetOnCloseAction(func())                 {}
 func (l *link) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityRXChecksumOffload
 }
+
+// GSOMaxSize and SupportedGSO let gVisor's TCP work in segments of up to
+// 64 KiB; gVisor itself cuts them into MSS-sized packets with complete
+// checksums before WritePackets, so packets leave here at the MTU.
+func (l *link) GSOMaxSize() uint32               { return stack.GVisorGSOMaxSize }
+func (l *link) SupportedGSO() stack.SupportedGSO { return stack.GVisorGSOSupported }
 
 func (l *link) Attach(d stack.NetworkDispatcher) {
 	l.dmu.Lock()
