@@ -30,14 +30,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/resolver"
 	"github.com/wgsidecar/sidecar/wgconf"
+	"github.com/wgsidecar/sidecar/wrap"
 )
 
 // Options tune a node beyond its configuration file. The zero value is
@@ -52,6 +56,15 @@ type Options struct {
 	// without a handshake before the name is resolved again; 135 s (the
 	// interval wg-quick's reresolve-dns uses) when zero.
 	StaleHandshake time.Duration
+	// FlowSink, if set, receives the node's flow log (in addition to the
+	// file's [FlowLog] Output), which turns flow logging on even when
+	// the file has no [FlowLog] section. netlog.MemorySink keeps it in
+	// memory for the program to read.
+	FlowSink netlog.Sink
+	// WrapTUN, if set, wraps the tunnel device before WireGuard and the
+	// counting wrapper see it: a place to capture or inspect every IP
+	// packet (the wrapper must pass packets through unchanged).
+	WrapTUN func(tun.Device) tun.Device
 }
 
 // Node is one running sidecar. Its methods are safe for concurrent use.
@@ -61,8 +74,11 @@ type Node struct {
 	opts   Options
 	stack  *netstack.Stack
 	dev    *device.Device
-	bind   conn.Bind
-	dns    *resolver.Resolver // nil when the file sets no DNS servers
+	tun    *wrap.TUN  // counts the virtual layer
+	bind   *wrap.Bind // counts the physical layer
+	flows  *netlog.Logger
+	peerOf atomic.Pointer[map[netip.AddrPort]netip.Addr] // endpoint -> peer tunnel address, for the flow log
+	dns    *resolver.Resolver                            // nil when the file sets no DNS servers
 	public wgconf.PublicKey
 
 	mu      sync.Mutex
@@ -120,8 +136,13 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 	if len(cfg.Interface.DNS) > 0 {
 		n.dns = &resolver.Resolver{Servers: cfg.Interface.DNS, Search: cfg.Interface.DNSSearch, Dial: st.DialContext}
 	}
-	n.bind = conn.NewDefaultBind()
-	n.dev = device.NewDevice(st.Device(), n.bind, deviceLogger(log))
+	var tunDev tun.Device = st.Device()
+	if opts.WrapTUN != nil {
+		tunDev = opts.WrapTUN(tunDev)
+	}
+	n.tun = wrap.NewTUN(tunDev)
+	n.bind = wrap.NewBind(conn.NewDefaultBind())
+	n.dev = device.NewDevice(n.tun, n.bind, deviceLogger(log))
 
 	if err := n.dev.IpcSet(n.interfaceUAPI()); err != nil {
 		n.dev.Close()
@@ -134,6 +155,11 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("sidecar: bring device up: %w", err)
 	}
 	if err := n.setPeers(cfg.Peers, true); err != nil {
+		n.dev.Close()
+		st.Close()
+		return nil, err
+	}
+	if err := n.startFlowLog(); err != nil {
 		n.dev.Close()
 		st.Close()
 		return nil, err
@@ -164,7 +190,6 @@ func inactiveSections(cfg *wgconf.Config) []string {
 	add(len(cfg.STDIOTunnels) > 0, "[STDIOTunnel]")
 	add(len(cfg.UDPServerTunnels) > 0, "[UDPServerTunnel]")
 	add(cfg.Serve != nil, "[Serve]")
-	add(cfg.FlowLog != nil, "[FlowLog]")
 	add(cfg.LogStream != nil, "[LogStream]")
 	add(cfg.Control != nil, "[Control]")
 	add(cfg.Metrics != nil, "[Metrics]")
@@ -260,6 +285,9 @@ func (n *Node) setPeers(peers []wgconf.Peer, announce bool) error {
 	n.peers = append([]wgconf.Peer(nil), peers...)
 	n.mu.Unlock()
 	n.stack.SetRoutes(routesOf(n.cfg.Interface.Addresses, peers))
+	if n.flows != nil {
+		n.flows.ReconfigRoutes(n.classRoutes(peers))
+	}
 	return nil
 }
 
@@ -612,6 +640,14 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	close(n.stop)
 	n.wg.Wait()
+	if n.flows != nil {
+		// The last window is written before the tunnel goes away.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := n.flows.Shutdown(ctx); err != nil {
+			n.log.Warn("flow log: last window not written", "err", err)
+		}
+		cancel()
+	}
 	n.httpOnce.Do(func() {}) // no client is made after Close
 	if n.httpClient != nil {
 		n.httpClient.CloseIdleConnections()

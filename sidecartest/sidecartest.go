@@ -32,6 +32,9 @@ type Options struct {
 	Configure func(i int, cfg *wgconf.Config)
 	// Logger for every node; warnings and errors go to the test log when nil.
 	Logger *slog.Logger
+	// NodeOptions, if set, may adjust node i's start options (flow sink,
+	// device wrappers); Logger is set before it is called.
+	NodeOptions func(i int, o *sidecar.Options)
 }
 
 // Addr4 is node i's IPv4 tunnel address (10.99.0.i+1).
@@ -84,7 +87,11 @@ func NewNodes(t testing.TB, n int, opts Options) []*sidecar.Node {
 		if opts.Configure != nil {
 			opts.Configure(i, cfg)
 		}
-		node, err := sidecar.Start(cfg, sidecar.Options{Logger: logger.With("node", i)})
+		nodeOpts := sidecar.Options{Logger: logger.With("node", i)}
+		if opts.NodeOptions != nil {
+			opts.NodeOptions(i, &nodeOpts)
+		}
+		node, err := sidecar.Start(cfg, nodeOpts)
 		if err != nil {
 			t.Fatalf("sidecartest: start node %d: %v", i, err)
 		}

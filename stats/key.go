@@ -94,3 +94,19 @@ func mix(x uint64) uint64 {
 	hi, lo := bits.Mul64(x^0xa0761d6478bd642f, 0xe7037ed1a0b428db)
 	return hi ^ lo
 }
+
+// MakeKey4 builds an IPv4 key from raw addresses, without netip values:
+// the packet path's constructor.
+func MakeKey4(proto uint8, src [4]byte, srcPort uint16, dst [4]byte, dstPort uint16) Key {
+	k := Key{proto: proto, srcPort: srcPort, dstPort: dstPort, families: 4 | 4<<4}
+	k.src[10], k.src[11] = 0xff, 0xff
+	copy(k.src[12:], src[:])
+	k.dst[10], k.dst[11] = 0xff, 0xff
+	copy(k.dst[12:], dst[:])
+	return k
+}
+
+// MakeKey6 builds an IPv6 key from raw addresses.
+func MakeKey6(proto uint8, src [16]byte, srcPort uint16, dst [16]byte, dstPort uint16) Key {
+	return Key{proto: proto, src: src, dst: dst, srcPort: srcPort, dstPort: dstPort, families: 6 | 6<<4}
+}

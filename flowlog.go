@@ -1,0 +1,176 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"github.com/wgsidecar/sidecar/classify"
+	"github.com/wgsidecar/sidecar/netlog"
+	"github.com/wgsidecar/sidecar/wgconf"
+	"github.com/wgsidecar/sidecar/wrap"
+)
+
+// startFlowLog starts the flow logger when the file has a [FlowLog]
+// section or Options.FlowSink is set.
+func (n *Node) startFlowLog() error {
+	fl := n.cfg.FlowLog
+	if fl == nil && n.opts.FlowSink == nil {
+		return nil
+	}
+	var sinks []netlog.Sink
+	if n.opts.FlowSink != nil {
+		sinks = append(sinks, n.opts.FlowSink)
+	}
+	cfg := netlog.Config{NodeID: NodeID(n.public), PeerOf: n.peerOfEndpoint}
+	if fl != nil {
+		cfg.Window = fl.Window
+		cfg.LogExitFlows = fl.LogExitFlows
+		if fl.NodeID != "" {
+			cfg.NodeID = fl.NodeID
+		}
+		switch fl.Output {
+		case "":
+		case "-":
+			sinks = append(sinks, netlog.NewNDJSONSink(os.Stdout))
+		default:
+			fs, err := netlog.NewFileSink(fl.Output)
+			if err != nil {
+				return fmt.Errorf("sidecar: flow log: %w", err)
+			}
+			sinks = append(sinks, fs)
+		}
+	}
+	if len(sinks) == 0 {
+		n.log.Warn("flow log has no output: set [FlowLog] Output")
+		return nil
+	}
+	cfg.Sink = teeSink(sinks)
+	n.mu.Lock()
+	peers := n.peers
+	n.mu.Unlock()
+	cfg.Routes = n.classRoutes(peers)
+	cfg.OnError = func(err error) { n.log.Warn("flow log", "err", err) }
+	n.flows = &netlog.Logger{}
+	if err := n.flows.Startup(cfg, n.tun, n.bind); err != nil {
+		return fmt.Errorf("sidecar: flow log: %w", err)
+	}
+	n.log.Info("flow log on", "node_id", cfg.NodeID, "window", cfg.Window.String())
+	return nil
+}
+
+// NodeID is the flow-log node ID derived from a public key, used when the
+// file sets none: "n" and 16 hex digits of the key's SHA-256. It is stable
+// for a key and reveals nothing of it beyond what the public key does.
+func NodeID(pub wgconf.PublicKey) string {
+	sum := sha256.Sum256(pub[:])
+	return "n" + hex.EncodeToString(sum[:8])
+}
+
+// classRoutes is what classifies flows: this node's addresses and offered
+// subnets, and each peer's AllowedIPs.
+func (n *Node) classRoutes(peers []wgconf.Peer) classify.Routes {
+	r := classify.Routes{Local: n.cfg.Interface.Addresses}
+	for _, p := range peers {
+		r.Peers = append(r.Peers, p.AllowedIPs)
+	}
+	if sv := n.cfg.Serve; sv != nil {
+		r.Serve = sv.Subnets
+		r.ServeExit = sv.Exit
+	}
+	return r
+}
+
+// peerOfEndpoint names the peer behind a UDP endpoint by its tunnel
+// address, for the source of physical-layer entries. Endpoints a peer used
+// earlier are remembered, so a peer that roamed mid-window is still named.
+func (n *Node) peerOfEndpoint(ep netip.AddrPort) netip.Addr {
+	if m := n.peerOf.Load(); m != nil {
+		if a, ok := (*m)[ep]; ok {
+			return a
+		}
+	}
+	status, err := n.peerStatus()
+	if err != nil {
+		return netip.Addr{}
+	}
+	n.mu.Lock()
+	peers := n.peers
+	n.mu.Unlock()
+	m := map[netip.AddrPort]netip.Addr{}
+	if old := n.peerOf.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	for _, p := range peers {
+		if st, ok := status[p.PublicKey]; ok && st.Endpoint.IsValid() {
+			m[st.Endpoint] = tunnelAddr(p)
+		}
+	}
+	n.peerOf.Store(&m)
+	return m[ep]
+}
+
+// tunnelAddr is the address that names a peer: its first single-address
+// AllowedIP (IPv4 first), else the first AllowedIP's address.
+func tunnelAddr(p wgconf.Peer) netip.Addr {
+	var v6 netip.Addr
+	for _, a := range p.AllowedIPs {
+		if a.IsSingleIP() {
+			if a.Addr().Is4() {
+				return a.Addr()
+			}
+			if !v6.IsValid() {
+				v6 = a.Addr()
+			}
+		}
+	}
+	if v6.IsValid() {
+		return v6
+	}
+	if len(p.AllowedIPs) > 0 {
+		return p.AllowedIPs[0].Addr()
+	}
+	return netip.Addr{}
+}
+
+// CutFlows ends the current flow-log window now and writes its messages
+// before returning. It fails when flow logging is off.
+func (n *Node) CutFlows(ctx context.Context) error {
+	if n.flows == nil {
+		return errors.New("sidecar: flow logging is off")
+	}
+	return n.flows.Cut(ctx)
+}
+
+// Messages counts WireGuard handshake and keepalive messages this node's
+// socket sent and received since it started.
+func (n *Node) Messages() (sent, received wrap.MessageCounts) { return n.bind.Messages() }
+
+// teeSink writes every message to each of its sinks.
+type teeSink []netlog.Sink
+
+func (t teeSink) Write(ctx context.Context, m *netlog.Message) error {
+	var errs []error
+	for _, s := range t {
+		if err := s.Write(ctx, m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (t teeSink) Close() error {
+	var errs []error
+	for _, s := range t {
+		if err := s.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

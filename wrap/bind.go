@@ -1,0 +1,152 @@
+package wrap
+
+import (
+	"net/netip"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/wgsidecar/sidecar/stats"
+)
+
+// WireGuard message types and sizes (the protocol's wire format).
+const (
+	msgInitiation = 1
+	msgResponse   = 2
+	msgCookie     = 3
+	msgTransport  = 4
+
+	keepaliveSize = 32 // a transport message with no payload
+)
+
+// MessageCounts counts WireGuard messages by kind in one direction.
+type MessageCounts struct {
+	Initiations, Responses, CookieReplies, Keepalives, Data uint64
+}
+
+// Bind counts the datagrams that cross a conn.Bind, keyed by the remote
+// UDP endpoint with protocol 0, and counts WireGuard messages by kind. The
+// key's source is left empty: which peer an endpoint belongs to is known
+// above the bind, and the flow logger fills it in.
+type Bind struct {
+	conn.Bind
+	stats atomic.Pointer[stats.Stats]
+
+	// Per-kind counters, for handshakes and keepalives only (data
+	// messages are the flows): rare, so a shared atomic costs nothing.
+	sent, received kindCounters
+}
+
+type kindCounters struct {
+	initiations, responses, cookies, keepalives atomic.Uint64
+}
+
+// NewBind wraps b.
+func NewBind(b conn.Bind) *Bind { return &Bind{Bind: b} }
+
+// SetStatistics starts counting into s, or stops counting when s is nil.
+func (b *Bind) SetStatistics(s *stats.Stats) { b.stats.Store(s) }
+
+// Messages returns the handshake and keepalive messages sent and received
+// since the bind was made.
+func (b *Bind) Messages() (sent, received MessageCounts) {
+	return b.sent.load(), b.received.load()
+}
+
+func (c *kindCounters) load() MessageCounts {
+	return MessageCounts{
+		Initiations: c.initiations.Load(), Responses: c.responses.Load(),
+		CookieReplies: c.cookies.Load(), Keepalives: c.keepalives.Load(),
+	}
+}
+
+func (c *kindCounters) count(msg []byte) {
+	if len(msg) == 0 {
+		return
+	}
+	switch msg[0] {
+	case msgInitiation:
+		c.initiations.Add(1)
+	case msgResponse:
+		c.responses.Add(1)
+	case msgCookie:
+		c.cookies.Add(1)
+	case msgTransport:
+		if len(msg) == keepaliveSize {
+			c.keepalives.Add(1)
+		}
+	}
+}
+
+// Open opens the bind and wraps its receive functions.
+func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.Bind.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	wrapped := make([]conn.ReceiveFunc, len(fns))
+	for i, fn := range fns {
+		wrapped[i] = func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+			n, err := fn(packets, sizes, eps)
+			if n > 0 {
+				b.countReceived(packets[:n], sizes[:n], eps[:n])
+			}
+			return n, err
+		}
+	}
+	return wrapped, actual, nil
+}
+
+func (b *Bind) countReceived(packets [][]byte, sizes []int, eps []conn.Endpoint) {
+	s := b.stats.Load()
+	var batch stats.Batch
+	if s != nil {
+		batch = s.Begin()
+	}
+	for i, p := range packets {
+		msg := p[:sizes[i]]
+		if len(msg) > 0 && msg[0] != msgTransport || len(msg) == keepaliveSize {
+			b.received.count(msg)
+		}
+		if s != nil {
+			k := stats.MakeKey(0, netip.AddrPort{}, endpointAddr(eps[i]))
+			batch.Count(stats.Physical, &k, len(msg), stats.Rx)
+		}
+	}
+	if s != nil {
+		batch.End()
+	}
+}
+
+// Send counts each datagram as sent to ep, then sends the batch.
+func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	s := b.stats.Load()
+	var k stats.Key
+	var batch stats.Batch
+	if s != nil {
+		k = stats.MakeKey(0, netip.AddrPort{}, endpointAddr(ep))
+		batch = s.Begin()
+	}
+	for _, msg := range bufs {
+		if len(msg) > 0 && msg[0] != msgTransport || len(msg) == keepaliveSize {
+			b.sent.count(msg)
+		}
+		if s != nil {
+			batch.Count(stats.Physical, &k, len(msg), stats.Tx)
+		}
+	}
+	if s != nil {
+		batch.End()
+	}
+	return b.Bind.Send(bufs, ep)
+}
+
+// endpointAddr returns the remote address of ep without allocating for
+// the standard bind's endpoints.
+func endpointAddr(ep conn.Endpoint) netip.AddrPort {
+	if std, ok := ep.(*conn.StdNetEndpoint); ok {
+		return std.AddrPort
+	}
+	ap, _ := netip.ParseAddrPort(ep.DstToString())
+	return ap
+}

@@ -1,0 +1,65 @@
+// Package wrap owns the counting wrappers around the two edges of a
+// WireGuard node: the tun.Device (the virtual layer, one IP packet at a
+// time, keyed by 5-tuple) and the conn.Bind (the physical layer, one
+// WireGuard datagram at a time, keyed by the remote UDP endpoint). The
+// source side of every key is this node.
+//
+// Counting goes into a *stats.Stats set with SetStatistics; with none set a
+// wrapper costs one atomic load per batch. wrap knows nothing of
+// classification or logging, and nothing of gVisor beyond its header
+// parsers.
+package wrap
+
+import (
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/wgsidecar/sidecar/stats"
+)
+
+// TUN counts the IP packets that cross a tun.Device. Read returns packets
+// this node sends into the tunnel (tx); Write takes packets it received
+// from the tunnel (rx). It is safe for concurrent use as the device is.
+type TUN struct {
+	tun.Device
+	stats atomic.Pointer[stats.Stats]
+}
+
+// NewTUN wraps dev.
+func NewTUN(dev tun.Device) *TUN { return &TUN{Device: dev} }
+
+// SetStatistics starts counting into s, or stops counting when s is nil.
+func (t *TUN) SetStatistics(s *stats.Stats) { t.stats.Store(s) }
+
+// Read reads a batch from the device and counts each packet as sent.
+func (t *TUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := t.Device.Read(bufs, sizes, offset)
+	if s := t.stats.Load(); s != nil && n > 0 {
+		b := s.Begin()
+		for i := range n {
+			pkt := bufs[i][offset : offset+sizes[i]]
+			if k, ok := flowKey(pkt, false); ok {
+				b.Count(stats.Virtual, &k, len(pkt), stats.Tx)
+			}
+		}
+		b.End()
+	}
+	return n, err
+}
+
+// Write counts each packet as received, then writes the batch to the
+// device.
+func (t *TUN) Write(bufs [][]byte, offset int) (int, error) {
+	if s := t.stats.Load(); s != nil {
+		b := s.Begin()
+		for _, buf := range bufs {
+			pkt := buf[offset:]
+			if k, ok := flowKey(pkt, true); ok {
+				b.Count(stats.Virtual, &k, len(pkt), stats.Rx)
+			}
+		}
+		b.End()
+	}
+	return t.Device.Write(bufs, offset)
+}
