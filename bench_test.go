@@ -12,6 +12,8 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
+	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -25,6 +27,19 @@ import (
 func BenchmarkBulkTCP(b *testing.B) {
 	b.Run("sidecar", func(b *testing.B) {
 		a, z := sidecartest.NewPair(b)
+		ln, err := z.Listen("tcp", ":5201")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		benchBulk(b, ln, func() (net.Conn, error) { return a.Dial("tcp", "10.99.0.2:5201") })
+	})
+	b.Run("sidecar-flowlog", func(b *testing.B) {
+		// Flow statistics on at both layers of both nodes.
+		nodes := sidecartest.NewNodes(b, 2, sidecartest.Options{
+			NodeOptions: func(i int, o *sidecar.Options) { o.FlowSink = &netlog.MemorySink{} },
+		})
+		a, z := nodes[0], nodes[1]
 		ln, err := z.Listen("tcp", ":5201")
 		if err != nil {
 			b.Fatal(err)

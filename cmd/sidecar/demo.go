@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -30,7 +32,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	a, b, err := demoPair(log)
+	var sinks [2]netlog.MemorySink
+	a, b, err := demoPair(log, &sinks)
 	if err != nil {
 		return err
 	}
@@ -121,6 +124,21 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	if n != *size {
 		return fmt.Errorf("b received %d bytes; want %d", n, *size)
 	}
+
+	// End the flow-log window on both nodes and print what they logged.
+	fmt.Fprintln(stdout, "\nFlow log (one JSON message per node per window; virtual = tunnel packets, physical = UDP datagrams):")
+	for i, node := range []*sidecar.Node{a, b} {
+		if err := node.CutFlows(ctx); err != nil {
+			return err
+		}
+		for _, m := range sinks[i].Messages() {
+			line, err := json.Marshal(m)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s\n", line)
+		}
+	}
 	return nil
 }
 
@@ -142,8 +160,9 @@ func demoGet(ctx context.Context, n *sidecar.Node, url string) (string, error) {
 	return string(b), err
 }
 
-// demoPair starts two nodes with generated keys and peers them.
-func demoPair(log *slog.Logger) (*sidecar.Node, *sidecar.Node, error) {
+// demoPair starts two nodes with generated keys, flow logs into sinks,
+// and peers them.
+func demoPair(log *slog.Logger, sinks *[2]netlog.MemorySink) (*sidecar.Node, *sidecar.Node, error) {
 	var nodes [2]*sidecar.Node
 	var keys [2]wgconf.PrivateKey
 	addrs := [2][]netip.Prefix{
@@ -158,7 +177,7 @@ func demoPair(log *slog.Logger) (*sidecar.Node, *sidecar.Node, error) {
 		keys[i] = k
 		n, err := sidecar.Start(&wgconf.Config{Interface: wgconf.Interface{
 			PrivateKey: k, MTU: 1420, Addresses: addrs[i],
-		}}, sidecar.Options{Logger: log.With("node", string(rune('a'+i)))})
+		}}, sidecar.Options{Logger: log.With("node", string(rune('a'+i))), FlowSink: &sinks[i]})
 		if err != nil {
 			if i == 1 {
 				nodes[0].Close()
