@@ -92,7 +92,7 @@ func (l *Logger) Startup(cfg Config, tun, sock Device) error {
 	l.stats = stats.New(stats.Options{
 		MaxFlows: cfg.MaxFlows,
 		Now:      cfg.Now,
-		Tag: func(layer stats.Layer, k *stats.Key) uint8 {
+		Tag: func(layer stats.Layer, k stats.Key) uint8 {
 			if layer != stats.Virtual {
 				return 0
 			}

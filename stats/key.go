@@ -95,18 +95,18 @@ func mix(x uint64) uint64 {
 	return hi ^ lo
 }
 
-// MakeKey4 builds an IPv4 key from raw addresses, without netip values:
-// the packet path's constructor.
-func MakeKey4(proto uint8, src [4]byte, srcPort uint16, dst [4]byte, dstPort uint16) Key {
-	k := Key{proto: proto, srcPort: srcPort, dstPort: dstPort, families: 4 | 4<<4}
-	k.src[10], k.src[11] = 0xff, 0xff
-	copy(k.src[12:], src[:])
-	k.dst[10], k.dst[11] = 0xff, 0xff
-	copy(k.dst[12:], dst[:])
-	return k
+// SetIPv4 sets k to an IPv4 flow, reading the 4-byte addresses src and
+// dst: the packet path's constructor, which builds the key in place.
+func (k *Key) SetIPv4(proto uint8, src []byte, srcPort uint16, dst []byte, dstPort uint16) {
+	_, _ = src[3], dst[3]
+	k.src = [16]byte{10: 0xff, 11: 0xff, 12: src[0], 13: src[1], 14: src[2], 15: src[3]}
+	k.dst = [16]byte{10: 0xff, 11: 0xff, 12: dst[0], 13: dst[1], 14: dst[2], 15: dst[3]}
+	k.srcPort, k.dstPort, k.proto, k.families = srcPort, dstPort, proto, 4|4<<4
 }
 
-// MakeKey6 builds an IPv6 key from raw addresses.
-func MakeKey6(proto uint8, src [16]byte, srcPort uint16, dst [16]byte, dstPort uint16) Key {
-	return Key{proto: proto, src: src, dst: dst, srcPort: srcPort, dstPort: dstPort, families: 6 | 6<<4}
+// SetIPv6 sets k to an IPv6 flow, reading the 16-byte addresses src and dst.
+func (k *Key) SetIPv6(proto uint8, src []byte, srcPort uint16, dst []byte, dstPort uint16) {
+	k.src = [16]byte(src)
+	k.dst = [16]byte(dst)
+	k.srcPort, k.dstPort, k.proto, k.families = srcPort, dstPort, proto, 6|6<<4
 }

@@ -86,7 +86,7 @@ type Options struct {
 	// traffic class under the routes of that moment). It runs on the
 	// packet path of a new flow and must be fast and safe for concurrent
 	// use.
-	Tag func(Layer, *Key) uint8
+	Tag func(Layer, Key) uint8
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -135,7 +135,7 @@ type Stats struct {
 	cur  atomic.Pointer[window]
 	seed uint64
 	opts Options
-	tag  [numLayers]func(*Key) uint8
+	tag  [numLayers]func(Key) uint8
 
 	// mu guards the fields below. It is held only to swap windows, never
 	// while waiting for writers.
@@ -167,7 +167,7 @@ func New(opts Options) *Stats {
 	if opts.Tag != nil {
 		for l := range s.tag {
 			layer := Layer(l)
-			s.tag[l] = func(k *Key) uint8 { return opts.Tag(layer, k) }
+			s.tag[l] = func(k Key) uint8 { return opts.Tag(layer, k) }
 		}
 	}
 	for l := range s.sizes {

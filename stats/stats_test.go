@@ -229,7 +229,7 @@ func TestCounterLimitCutsEarly(t *testing.T) {
 func TestTagOncePerFlowPerWindow(t *testing.T) {
 	var calls atomic.Int32
 	tag := uint8(1)
-	s := New(Options{Tag: func(l Layer, k *Key) uint8 { calls.Add(1); return tag }})
+	s := New(Options{Tag: func(l Layer, k Key) uint8 { calls.Add(1); return tag }})
 	k := key(3)
 	b := s.Begin()
 	b.Count(Virtual, &k, 10, Tx)

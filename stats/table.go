@@ -57,7 +57,7 @@ func newTable(flows int) *table {
 
 // find returns k's entry, inserting it (with tag(k)) if it is new. It
 // returns nil when k is new and the table is full.
-func (t *table) find(k *Key, h uint64, tag func(*Key) uint8) *entry {
+func (t *table) find(k *Key, h uint64, tag func(Key) uint8) *entry {
 	h32 := uint32(h >> 32)
 	n := uint64(len(t.slots))
 	i, _ := bits.Mul64(h, n)
@@ -82,7 +82,7 @@ func (t *table) find(k *Key, h uint64, tag func(*Key) uint8) *entry {
 			e.hash = h32
 			e.key = *k
 			if tag != nil {
-				e.tag = tag(k)
+				e.tag = tag(*k)
 			}
 			e.state.Store(slotReady)
 			return e

@@ -36,10 +36,11 @@ func (t *TUN) SetStatistics(s *stats.Stats) { t.stats.Store(s) }
 func (t *TUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n, err := t.Device.Read(bufs, sizes, offset)
 	if s := t.stats.Load(); s != nil && n > 0 {
+		var k stats.Key
 		b := s.Begin()
 		for i := range n {
 			pkt := bufs[i][offset : offset+sizes[i]]
-			if k, ok := flowKey(pkt, false); ok {
+			if flowKey(pkt, false, &k) {
 				b.Count(stats.Virtual, &k, len(pkt), stats.Tx)
 			}
 		}
@@ -52,10 +53,11 @@ func (t *TUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // device.
 func (t *TUN) Write(bufs [][]byte, offset int) (int, error) {
 	if s := t.stats.Load(); s != nil {
+		var k stats.Key
 		b := s.Begin()
 		for _, buf := range bufs {
 			pkt := buf[offset:]
-			if k, ok := flowKey(pkt, true); ok {
+			if flowKey(pkt, true, &k) {
 				b.Count(stats.Virtual, &k, len(pkt), stats.Rx)
 			}
 		}
