@@ -59,6 +59,10 @@ const (
 // in nsB is a wireguard-go TUN interface with a TCP echo server (this
 // binary again) on the kernel stack; ping and curl there are the real
 // iputils-ping and curl.
+//
+// Its subtest FlowLogTruth then checks the sidecar's flow log (a [FlowLog]
+// section of the same file) against counts taken on the kernel side alone:
+// see interopFlowLogTruth.
 func TestInteropKernelWireGuard(t *testing.T) {
 	switch role := os.Getenv(interopRoleEnv); role {
 	case "":
@@ -149,6 +153,15 @@ func TestInteropKernelWireGuard(t *testing.T) {
 	sidecarPub, kernelPub := sidecarPriv.Public().String(), kernelPriv.Public().String()
 
 	// --- The kernel side: wireguard-go in nsB, configured by wg. ---
+	// Debian's wireguard-go keeps the default socket receive buffer
+	// (212992 bytes, some 90 datagrams), which a burst of the sidecar's
+	// TCP overflows: the kernel then drops datagrams before wireguard-go
+	// sees them, and the flow-log truth test could no longer compare what
+	// the sidecar sent with what wireguard-go received. nsB's TCP receive
+	// buffer, and so the window it offers the sidecar, is kept small
+	// enough that what the sidecar has in flight fits in it. (The default
+	// socket buffer itself is read-only in a namespace.)
+	interopRun(ctx, t, "ip", "netns", "exec", nsB, "sh", "-c", "echo 4096 65536 65536 > /proc/sys/net/ipv4/tcp_rmem")
 	wgGo := interopStart(ctx, t, "wireguard-go", []string{"WG_PROCESS_FOREGROUND=1"},
 		"ip", "netns", "exec", nsB, "wireguard-go", "-f", wgIf)
 	t.Cleanup(func() {
@@ -180,6 +193,16 @@ PresharedKey = %s
 AllowedIPs = %s/32, %s/128
 `, kernelPriv.Base64(), interopPortB, sidecarPub, psk.Base64(), interopTunA4, interopTunA6))
 	interopRun(ctx, t, "ip", "netns", "exec", nsB, "wg", "setconf", wgIf, kernelConf)
+	// Keep the kernel from sending what wireguard-go would only drop (no
+	// peer for fe80::/10 or ff02::/16): no link-local address, so no
+	// router solicitations or DAD, as the flow-log truth test counts the
+	// interface's packets against the sidecar's. Set before the link is up.
+	for _, c := range []struct{ key, val string }{
+		{"addr_gen_mode", "1"}, {"accept_ra", "0"}, {"router_solicitations", "0"}, {"dad_transmits", "0"},
+	} {
+		interopRun(ctx, t, "ip", "netns", "exec", nsB, "sh", "-c",
+			fmt.Sprintf("echo %s > /proc/sys/net/ipv6/conf/%s/%s", c.val, wgIf, c.key))
+	}
 	interopRun(ctx, t, "ip", "-n", nsB, "addr", "add", interopTunB4+"/24", "dev", wgIf)
 	interopRun(ctx, t, "ip", "-n", nsB, "-6", "addr", "add", interopTunB6+"/64", "dev", wgIf, "nodad")
 	interopRun(ctx, t, "ip", "-n", nsB, "link", "set", wgIf, "up")
@@ -191,7 +214,10 @@ AllowedIPs = %s/32, %s/128
 	kernelSrv.expect(t, "READY", 15*time.Second)
 
 	// --- The sidecar side: this binary again in nsA, from a file. ---
+	// Its flow log goes to a file; windows of an hour, so that only the
+	// test's cuts (a line CUT on the child's stdin) end them.
 	sidecarConf := filepath.Join(dir, "sidecar.conf")
+	flowFile := filepath.Join(dir, "flows.ndjson")
 	interopWriteFile(t, sidecarConf, fmt.Sprintf(`# written by TestInteropKernelWireGuard
 [Interface]
 PrivateKey = %s
@@ -203,8 +229,12 @@ PublicKey = %s
 PresharedKey = %s
 AllowedIPs = %s/32, %s/128
 Endpoint = %s:%d
+
+[FlowLog]
+Window = 1h
+Output = %s
 `, sidecarPriv.Base64(), interopTunA4, interopTunA6, interopPortA,
-		kernelPub, psk.Base64(), interopTunB4, interopTunB6, interopUnderB, interopPortB))
+		kernelPub, psk.Base64(), interopTunB4, interopTunB6, interopUnderB, interopPortB, flowFile))
 	sc := interopStart(ctx, t, "sidecar", []string{interopRoleEnv + "=sidecar", interopConfigEnv + "=" + sidecarConf},
 		"ip", "netns", "exec", nsA, self, "-test.run=^TestInteropKernelWireGuard$", "-test.timeout=120s")
 	t.Cleanup(func() { sc.stop(t, syscall.SIGKILL) })
@@ -216,22 +246,7 @@ Endpoint = %s:%d
 
 	// 3. The sidecar reaches the kernel's TCP server and pings the
 	// kernel side, over IPv4 and IPv6.
-	for _, c := range []struct{ target, seen string }{
-		{net.JoinHostPort(interopTunB4, strconv.Itoa(interopTCPPort)), interopTunA4},
-		{net.JoinHostPort(interopTunB6, strconv.Itoa(interopTCPPort)), interopTunA6},
-	} {
-		line := sc.expect(t, "DIAL "+c.target+" ", 30*time.Second)
-		want := "saw " + net.JoinHostPort(c.seen, "")
-		if !strings.Contains(line, " OK ") || !strings.Contains(line, want) {
-			t.Errorf("sidecar could not talk to the kernel's TCP server at %s through the tunnel: %q (want OK and %q)", c.target, line, want)
-		}
-	}
-	for _, ip := range []string{interopTunB4, interopTunB6} {
-		line := sc.expect(t, "PING "+ip+" ", 30*time.Second)
-		if !strings.HasPrefix(line, "PING "+ip+" OK ") {
-			t.Errorf("sidecar's ping of the kernel side %s got no reply: %q", ip, line)
-		}
-	}
+	interopExpectSidecarTraffic(t, sc)
 	peer := sc.expect(t, "PEER ", 10*time.Second)
 	if !strings.HasPrefix(peer, "PEER "+kernelPub+" ") || strings.Contains(peer, " handshake=0 ") ||
 		strings.Contains(peer, " rx=0") || strings.Contains(peer, " tx=0") {
@@ -321,6 +336,16 @@ Endpoint = %s:%d
 		t.Errorf("wg show endpoints: %q; want the sidecar's %s:%d", f, interopUnderA, interopPortA)
 	}
 
+	// 5. The sidecar's flow log against independent counts of the same
+	// traffic: the kernel interface's counters, wireguard-go's, and the
+	// UDP datagrams on the veth.
+	t.Run("FlowLogTruth", func(t *testing.T) {
+		interopFlowLogTruth(ctx, t, interopTruthEnv{
+			nsB: nsB, wgIf: wgIf, vethB: vethB, dir: dir, flowFile: flowFile,
+			sidecar: sc, sidecarPub: sidecarPriv.Public(),
+		})
+	})
+
 	// The sidecar shuts down cleanly when its stdin closes.
 	sc.stdin.Close()
 	sc.expect(t, "CLOSED", 10*time.Second)
@@ -333,9 +358,33 @@ Endpoint = %s:%d
 	}
 }
 
+// interopExpectSidecarTraffic checks the sidecar child's report of its
+// traffic to the kernel side (interopSidecarTraffic).
+func interopExpectSidecarTraffic(t *testing.T, sc *interopProc) {
+	t.Helper()
+	for _, c := range []struct{ target, seen string }{
+		{net.JoinHostPort(interopTunB4, strconv.Itoa(interopTCPPort)), interopTunA4},
+		{net.JoinHostPort(interopTunB6, strconv.Itoa(interopTCPPort)), interopTunA6},
+	} {
+		line := sc.expect(t, "DIAL "+c.target+" ", 30*time.Second)
+		want := "saw " + net.JoinHostPort(c.seen, "")
+		if !strings.Contains(line, " OK ") || !strings.Contains(line, want) {
+			t.Errorf("sidecar could not talk to the kernel's TCP server at %s through the tunnel: %q (want OK and %q)", c.target, line, want)
+		}
+	}
+	for _, ip := range []string{interopTunB4, interopTunB6} {
+		line := sc.expect(t, "PING "+ip+" ", 30*time.Second)
+		if !strings.HasPrefix(line, "PING "+ip+" OK ") {
+			t.Errorf("sidecar's ping of the kernel side %s got no reply: %q", ip, line)
+		}
+	}
+}
+
 // interopSidecarChild is the sidecar, run in nsA: it starts a node from the
 // file it is given, serves HTTP on tunnel port 80, then talks to the kernel
-// side and reports on stdout lines starting with interopMark.
+// side and reports on stdout lines starting with interopMark. Afterwards it
+// obeys commands, one a line on its stdin (see interopSidecarCommands),
+// until stdin closes.
 func interopSidecarChild(t *testing.T) {
 	report := func(format string, args ...any) { fmt.Printf(interopMark+format+"\n", args...) }
 	cfg, err := wgconf.ParseFile(os.Getenv(interopConfigEnv))
@@ -353,12 +402,87 @@ func interopSidecarChild(t *testing.T) {
 	big := interopBigBody()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) { w.Write(big) })
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "got %d %x\n", n, h.Sum(nil))
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "sidecar saw %s\n", r.RemoteAddr) })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan struct{})
 	go func() { defer close(served); srv.Serve(ln) }()
 	report("READY %s %d", node.PublicKey(), node.ListenPort())
 
+	interopSidecarTraffic(node, report)
+	peers, err := node.Peers()
+	if err != nil || len(peers) != 1 {
+		report("PEER ERR %v (%d peers)", err, len(peers))
+	} else {
+		p := peers[0]
+		var hs int64
+		if !p.LastHandshake.IsZero() {
+			hs = p.LastHandshake.Unix()
+		}
+		report("PEER %s handshake=%d rx=%d tx=%d endpoint=%s", p.PublicKey, hs, p.RxBytes, p.TxBytes, p.Endpoint)
+	}
+	report("DONE")
+
+	interopSidecarCommands(node, report) // until the parent closes stdin
+	srv.Close()
+	<-served
+	if err := node.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	report("CLOSED")
+}
+
+// interopSidecarCommands reads the parent's commands from stdin, one a
+// line, until it closes:
+//
+//	CUT      cut the flow-log window (written to the file before the
+//	         answer); answers "CUT OK rx tx rx' tx'" with the peer's byte
+//	         counters as wireguard-go counts them just before and just
+//	         after the cut, or "CUT ERR ...".
+//	TRAFFIC  run interopSidecarTraffic again, then answer "TRAFFIC DONE".
+func interopSidecarCommands(node *sidecar.Node, report func(string, ...any)) {
+	totals := func() (rx, tx uint64) {
+		peers, _ := node.Peers()
+		for _, p := range peers {
+			rx += p.RxBytes
+			tx += p.TxBytes
+		}
+		return rx, tx
+	}
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		switch cmd := strings.TrimSpace(in.Text()); cmd {
+		case "CUT":
+			rx0, tx0 := totals()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := node.CutFlows(ctx)
+			cancel()
+			rx1, tx1 := totals()
+			if err != nil {
+				report("CUT ERR %v", err)
+			} else {
+				report("CUT OK %d %d %d %d", rx0, tx0, rx1, tx1)
+			}
+		case "TRAFFIC":
+			interopSidecarTraffic(node, report)
+			report("TRAFFIC DONE")
+		default:
+			report("ERR unknown command %q", cmd)
+		}
+	}
+}
+
+// interopSidecarTraffic talks to the kernel side: a line to its TCP server
+// and a ping, over IPv4 and IPv6, reporting DIAL and PING lines.
+func interopSidecarTraffic(node *sidecar.Node, report func(string, ...any)) {
 	for _, host := range []string{interopTunB4, interopTunB6} {
 		target := net.JoinHostPort(host, strconv.Itoa(interopTCPPort))
 		if reply, err := interopDialEcho(node, target); err != nil {
@@ -384,26 +508,6 @@ func interopSidecarChild(t *testing.T) {
 			report("PING %s OK %v", host, rtt)
 		}
 	}
-	peers, err := node.Peers()
-	if err != nil || len(peers) != 1 {
-		report("PEER ERR %v (%d peers)", err, len(peers))
-	} else {
-		p := peers[0]
-		var hs int64
-		if !p.LastHandshake.IsZero() {
-			hs = p.LastHandshake.Unix()
-		}
-		report("PEER %s handshake=%d rx=%d tx=%d endpoint=%s", p.PublicKey, hs, p.RxBytes, p.TxBytes, p.Endpoint)
-	}
-	report("DONE")
-
-	io.Copy(io.Discard, os.Stdin) // the parent closes it when done
-	srv.Close()
-	<-served
-	if err := node.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	report("CLOSED")
 }
 
 // interopDialEcho sends a line to the kernel-side server at target through
