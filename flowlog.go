@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/wgsidecar/sidecar/classify"
 	"github.com/wgsidecar/sidecar/netlog"
@@ -61,6 +62,18 @@ func (n *Node) startFlowLog() error {
 	}
 	n.log.Info("flow log on", "node_id", cfg.NodeID, "window", cfg.Window.String())
 	return nil
+}
+
+// shutdownFlowLog writes the last window; the tunnel must still be up.
+func (n *Node) shutdownFlowLog() {
+	if n.flows == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.flows.Shutdown(ctx); err != nil {
+		n.log.Warn("flow log: last window not written", "err", err)
+	}
 }
 
 // NodeID is the flow-log node ID derived from a public key, used when the

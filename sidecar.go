@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -85,6 +86,8 @@ type Node struct {
 	peers   []wgconf.Peer // current peers
 	started time.Time
 	closed  bool
+
+	closers []io.Closer // forwards and proxies, closed in reverse order
 
 	httpOnce   sync.Once
 	httpClient *http.Client
@@ -164,6 +167,13 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 		st.Close()
 		return nil, err
 	}
+	if err := n.startForwards(); err != nil {
+		closeAll(n.closers)
+		n.shutdownFlowLog()
+		n.dev.Close()
+		st.Close()
+		return nil, err
+	}
 	n.started = time.Now()
 	n.wg.Add(1)
 	go n.reresolveLoop()
@@ -184,12 +194,7 @@ func inactiveSections(cfg *wgconf.Config) []string {
 	add(len(cfg.Socks5) > 0, "[Socks5]")
 	add(len(cfg.HTTP) > 0, "[http]")
 	add(len(cfg.SNI) > 0, "[SNI]")
-	add(len(cfg.TCPClientTunnels) > 0, "[TCPClientTunnel]")
-	add(len(cfg.TCPServerTunnels) > 0, "[TCPServerTunnel]")
-	add(len(cfg.UDPProxyTunnels) > 0, "[UDPProxyTunnel]")
 	add(len(cfg.STDIOTunnels) > 0, "[STDIOTunnel]")
-	add(len(cfg.UDPServerTunnels) > 0, "[UDPServerTunnel]")
-	add(cfg.Serve != nil, "[Serve]")
 	add(cfg.LogStream != nil, "[LogStream]")
 	add(cfg.Control != nil, "[Control]")
 	add(cfg.Metrics != nil, "[Metrics]")
@@ -640,14 +645,8 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	close(n.stop)
 	n.wg.Wait()
-	if n.flows != nil {
-		// The last window is written before the tunnel goes away.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := n.flows.Shutdown(ctx); err != nil {
-			n.log.Warn("flow log: last window not written", "err", err)
-		}
-		cancel()
-	}
+	closeAll(n.closers)
+	n.shutdownFlowLog()
 	n.httpOnce.Do(func() {}) // no client is made after Close
 	if n.httpClient != nil {
 		n.httpClient.CloseIdleConnections()

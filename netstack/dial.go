@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,6 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // fullAddr converts an address and port to gVisor's form. An invalid or
@@ -68,12 +71,27 @@ func (ns *Stack) DialContext(ctx context.Context, network, address string) (net.
 		}
 		return c, nil
 	default:
-		c, err := gonet.DialUDP(ns.s, nil, &fa, proto)
-		if err != nil {
-			return nil, err
+		var wq waiter.Queue
+		ep, terr := ns.s.NewEndpoint(udp.ProtocolNumber, proto, &wq)
+		if terr != nil {
+			return nil, &net.OpError{Op: "dial", Net: network, Addr: net.UDPAddrFromAddrPort(ap), Err: errors.New(terr.String())}
 		}
-		return c, nil
+		if terr := ep.Connect(fa); terr != nil {
+			ep.Close()
+			return nil, &net.OpError{Op: "dial", Net: network, Addr: net.UDPAddrFromAddrPort(ap), Err: errors.New(terr.String())}
+		}
+		return connectedUDP(&wq, ep), nil
 	}
+}
+
+// connectedUDP wraps a connected UDP endpoint. gonet's reader waits only
+// for readable events, and gVisor reports an ICMP port unreachable with an
+// error event: passing that on as readable makes a blocked Read return
+// "connection refused", as it would on a host socket.
+func connectedUDP(wq *waiter.Queue, ep tcpip.Endpoint) *gonet.UDPConn {
+	onErr := waiter.NewFunctionEntry(waiter.EventErr, func(waiter.EventMask) { wq.Notify(waiter.EventIn) })
+	wq.EventRegister(&onErr)
+	return gonet.NewUDPConn(wq, ep)
 }
 
 // ListenTCP listens for TCP connections on addr. An unspecified address

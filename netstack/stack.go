@@ -68,6 +68,10 @@ type Stack struct {
 
 	mu     sync.Mutex
 	closed bool
+
+	// rejected holds UDP flows (flowID) whose first datagram is being
+	// delivered again to draw an ICMP error; see UDPRequest.Unreachable.
+	rejected sync.Map
 }
 
 // New creates a stack with the given addresses.

@@ -188,6 +188,19 @@ func TestTCPUDPAndPingBothFamilies(t *testing.T) {
 		t.Errorf("refusal took %v", time.Since(start))
 	}
 
+	// A UDP port with nothing on it answers with ICMP port unreachable,
+	// which a connected socket reports as connection refused.
+	uc, err := w.a.DialContext(ctx, "udp", "[fd01::2]:54")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc.SetDeadline(time.Now().Add(5 * time.Second))
+	uc.Write([]byte("anyone?"))
+	if _, err := uc.Read(make([]byte, 10)); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("udp to a closed port: %v; want connection refused", err)
+	}
+	uc.Close()
+
 	ln.Close()
 	pc.Close()
 	w.close()

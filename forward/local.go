@@ -1,0 +1,221 @@
+package forward
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Dialer reaches the tunnel; a sidecar node is one.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// DefaultMaxConns bounds a forward's concurrent connections or sessions.
+const DefaultMaxConns = 1024
+
+// DefaultUDPTimeout ends a UDP session idle this long.
+const DefaultUDPTimeout = 2 * time.Minute
+
+// dialTimeout bounds dialing a forward's target.
+const dialTimeout = 10 * time.Second
+
+// TCPForward relays a host TCP port to a target inside the tunnel.
+type TCPForward struct {
+	ln     net.Listener
+	target string
+	d      Dialer
+	log    *slog.Logger
+	max    int
+	conns  conns
+}
+
+// ListenTCP listens on bind (host network; "127.0.0.1:port" style — the
+// caller decides the interface) and relays each connection to target
+// ("host:port" inside the tunnel). maxConns <= 0 means DefaultMaxConns.
+func ListenTCP(bind, target string, d Dialer, maxConns int, log *slog.Logger) (*TCPForward, error) {
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, fmt.Errorf("forward: %w", err)
+	}
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	f := &TCPForward{ln: ln, target: target, d: d, log: log, max: maxConns}
+	f.conns.wg.Add(1)
+	go f.serve()
+	return f, nil
+}
+
+// Addr is the host address the forward listens on.
+func (f *TCPForward) Addr() net.Addr { return f.ln.Addr() }
+
+func (f *TCPForward) serve() {
+	defer f.conns.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		if f.conns.len() >= f.max {
+			f.log.Warn("forward: connection limit reached; closing new connection", "listen", f.ln.Addr().String(), "limit", f.max)
+			c.Close()
+			continue
+		}
+		if !f.conns.add(c) {
+			return
+		}
+		f.conns.wg.Add(1)
+		go func() {
+			defer f.conns.wg.Done()
+			defer f.conns.remove(c)
+			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+			t, err := f.d.DialContext(ctx, "tcp", f.target)
+			cancel()
+			if err != nil {
+				f.log.Info("forward: dial failed", "target", f.target, "err", err)
+				if tc, ok := c.(*net.TCPConn); ok {
+					tc.SetLinger(0) // the client sees a reset, not a clean close
+				}
+				c.Close()
+				return
+			}
+			if !f.conns.add(t) {
+				c.Close()
+				return
+			}
+			defer f.conns.remove(t)
+			Relay(c, t)
+		}()
+	}
+}
+
+// Close stops listening and ends every relayed connection.
+func (f *TCPForward) Close() error {
+	err := f.ln.Close()
+	f.conns.closeAll()
+	return err
+}
+
+// UDPForward relays datagrams from a host UDP port to a target inside the
+// tunnel, one tunnel socket per client address, each ending after a time
+// without traffic.
+type UDPForward struct {
+	pc      net.PacketConn
+	target  string
+	d       Dialer
+	timeout time.Duration
+	max     int
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[string]net.Conn
+	conns    conns
+}
+
+// ListenUDP listens on bind and relays to target. timeout <= 0 means
+// DefaultUDPTimeout; maxSessions <= 0 means DefaultMaxConns.
+func ListenUDP(bind, target string, d Dialer, timeout time.Duration, maxSessions int, log *slog.Logger) (*UDPForward, error) {
+	pc, err := net.ListenPacket("udp", bind)
+	if err != nil {
+		return nil, fmt.Errorf("forward: %w", err)
+	}
+	if timeout <= 0 {
+		timeout = DefaultUDPTimeout
+	}
+	if maxSessions <= 0 {
+		maxSessions = DefaultMaxConns
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	f := &UDPForward{pc: pc, target: target, d: d, timeout: timeout, max: maxSessions, log: log, sessions: map[string]net.Conn{}}
+	f.conns.add(pc)
+	f.conns.wg.Add(1)
+	go f.serve()
+	return f, nil
+}
+
+// Addr is the host address the forward listens on.
+func (f *UDPForward) Addr() net.Addr { return f.pc.LocalAddr() }
+
+func (f *UDPForward) serve() {
+	defer f.conns.wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, client, err := f.pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		s := f.session(client)
+		if s == nil {
+			continue
+		}
+		s.SetReadDeadline(time.Now().Add(f.timeout))
+		s.Write(buf[:n])
+	}
+}
+
+// session returns the tunnel socket for client, dialing it on first use.
+func (f *UDPForward) session(client net.Addr) net.Conn {
+	key := client.String()
+	f.mu.Lock()
+	s, ok := f.sessions[key]
+	full := len(f.sessions) >= f.max
+	f.mu.Unlock()
+	if ok {
+		return s
+	}
+	if full {
+		f.log.Warn("forward: UDP session limit reached; dropping datagram", "listen", f.pc.LocalAddr().String(), "limit", f.max)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	s, err := f.d.DialContext(ctx, "udp", f.target)
+	cancel()
+	if err != nil {
+		f.log.Info("forward: dial failed", "target", f.target, "err", err)
+		return nil
+	}
+	if !f.conns.add(s) {
+		return nil
+	}
+	f.mu.Lock()
+	f.sessions[key] = s
+	f.mu.Unlock()
+	f.conns.wg.Add(1)
+	go func() {
+		defer f.conns.wg.Done()
+		defer func() {
+			f.mu.Lock()
+			delete(f.sessions, key)
+			f.mu.Unlock()
+			f.conns.remove(s)
+			s.Close()
+		}()
+		buf := make([]byte, 64<<10)
+		for {
+			s.SetReadDeadline(time.Now().Add(f.timeout))
+			n, err := s.Read(buf)
+			if err != nil {
+				return // idle, closed, or refused
+			}
+			if _, err := f.pc.WriteTo(buf[:n], client); err != nil {
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// Close stops listening and ends every session.
+func (f *UDPForward) Close() error {
+	f.conns.closeAll()
+	return nil
+}

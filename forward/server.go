@@ -1,0 +1,202 @@
+package forward
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wgsidecar/sidecar/netstack"
+)
+
+// Server decides what happens to connections and datagrams that reach the
+// node's stack with no socket for them: a port on the node's own address
+// with a tunnel-to-local forward relays to its host target; a destination
+// inside an offered subnet (or anything, for an exit node) is dialed on the
+// host network; everything else is refused (TCP RST, ICMP unreachable), as
+// a closed port would be. In every case the host side is dialed first, so a
+// refused target is refused to the peer at once, not after a handshake.
+//
+// Set the fields before Attach; they must not change afterwards.
+type Server struct {
+	// TCP and UDP map a port of the node's own addresses to a host target
+	// ("host:port").
+	TCP map[uint16]string
+	UDP map[uint16]string
+	// Subnets are served to peers; Exit serves every destination.
+	Subnets []netip.Prefix
+	Exit    bool
+	// IsLocal reports whether an address is the node's own.
+	IsLocal func(netip.Addr) bool
+	// UDPTimeout ends idle UDP flows; DefaultUDPTimeout when zero.
+	UDPTimeout time.Duration
+	// MaxConns bounds concurrent relays; DefaultMaxConns when zero.
+	MaxConns int
+	Log      *slog.Logger
+
+	dialer net.Dialer
+	conns  conns
+}
+
+// Attach makes s the stack's handler for unclaimed TCP and UDP, and puts
+// the stack in promiscuous mode when it serves subnets or exit traffic.
+func (s *Server) Attach(st *netstack.Stack) error {
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	if s.UDPTimeout <= 0 {
+		s.UDPTimeout = DefaultUDPTimeout
+	}
+	if s.MaxConns <= 0 {
+		s.MaxConns = DefaultMaxConns
+	}
+	if s.Exit || len(s.Subnets) > 0 {
+		if err := st.SetPromiscuous(true); err != nil {
+			return err
+		}
+	}
+	st.HandleTCP(s.handleTCP)
+	st.HandleUDP(s.handleUDP)
+	return nil
+}
+
+// Close ends every relay the server started.
+func (s *Server) Close() error {
+	s.conns.closeAll()
+	return nil
+}
+
+// target is where a flow to dst goes on the host network, or "".
+func (s *Server) target(dst netip.AddrPort, ports map[uint16]string) string {
+	if s.IsLocal != nil && s.IsLocal(dst.Addr()) {
+		return ports[dst.Port()]
+	}
+	if s.Exit {
+		return dst.String()
+	}
+	for _, p := range s.Subnets {
+		if p.Contains(dst.Addr()) {
+			return dst.String()
+		}
+	}
+	return ""
+}
+
+func (s *Server) handleTCP(r *netstack.TCPRequest) {
+	target := s.target(r.Dst, s.TCP)
+	if target == "" || s.conns.len() >= s.MaxConns {
+		r.Refuse()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	host, err := s.dialer.DialContext(ctx, "tcp", target)
+	cancel()
+	if err != nil {
+		s.Log.Info("forward: target refused; resetting the peer", "from", r.Src.String(), "to", r.Dst.String(), "target", target, "err", err)
+		r.Refuse()
+		return
+	}
+	c, err := r.Accept()
+	if err != nil {
+		host.Close()
+		return
+	}
+	if !s.conns.add(c) {
+		host.Close()
+		return
+	}
+	if !s.conns.add(host) {
+		s.conns.remove(c)
+		c.Close()
+		return
+	}
+	s.conns.wg.Add(1)
+	go func() {
+		defer s.conns.wg.Done()
+		Relay(c, host)
+		s.conns.remove(c)
+		s.conns.remove(host)
+	}()
+}
+
+// handleUDP runs on the packet path: it only decides and starts a
+// goroutine; the host socket is dialed there.
+func (s *Server) handleUDP(r *netstack.UDPRequest) bool {
+	target := s.target(r.Dst, s.UDP)
+	if target == "" || s.conns.len() >= s.MaxConns {
+		return false
+	}
+	c, err := r.Accept()
+	if err != nil {
+		return false
+	}
+	if !s.conns.add(c) {
+		return true
+	}
+	s.conns.wg.Add(1)
+	go func() {
+		defer s.conns.wg.Done()
+		defer s.conns.remove(c)
+		s.relayUDP(r, c, target)
+	}()
+	return true
+}
+
+// relayUDP moves datagrams between the peer's flow c and a connected host
+// socket to target until the flow is idle for UDPTimeout. A target that
+// refuses makes the peer's first datagram come back as ICMP unreachable.
+func (s *Server) relayUDP(r *netstack.UDPRequest, c net.Conn, target string) {
+	host, err := s.dialer.Dial("udp", target)
+	if err != nil {
+		c.Close()
+		r.Unreachable()
+		return
+	}
+	if !s.conns.add(host) {
+		c.Close()
+		return
+	}
+	defer s.conns.remove(host)
+	var once sync.Once
+	stop := func() { once.Do(func() { c.Close(); host.Close() }) }
+	var refusedByTarget atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() { // host -> peer
+		defer stop()
+		buf := make([]byte, 64<<10)
+		for {
+			host.SetReadDeadline(time.Now().Add(s.UDPTimeout))
+			n, err := host.Read(buf)
+			if err != nil {
+				refusedByTarget.Store(refused(err))
+				return
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	})
+	buf := make([]byte, 64<<10)
+	for { // peer -> host
+		c.SetReadDeadline(time.Now().Add(s.UDPTimeout))
+		n, err := c.Read(buf)
+		if err != nil {
+			break
+		}
+		if _, err := host.Write(buf[:n]); err != nil {
+			if refused(err) {
+				refusedByTarget.Store(true)
+			}
+			break
+		}
+	}
+	stop()
+	wg.Wait()
+	if refusedByTarget.Load() {
+		s.Log.Info("forward: UDP target refused; answering the peer with ICMP unreachable", "from", r.Src.String(), "target", target)
+		r.Unreachable()
+	}
+}

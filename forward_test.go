@@ -1,0 +1,233 @@
+package sidecar_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wgsidecar/sidecar/forward"
+	"github.com/wgsidecar/sidecar/sidecartest"
+	"github.com/wgsidecar/sidecar/wgconf"
+)
+
+// hostServer is a TCP server on the host's loopback that answers each
+// connection with "sum <sha256 of all it read>" once the client half-closes.
+func hostServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go serveSums(ln)
+	return ln.Addr().String()
+}
+
+func serveSums(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			h := sha256.New()
+			io.Copy(h, c) // until the client's half-close
+			fmt.Fprintf(c, "sum %x", h.Sum(nil))
+		}()
+	}
+}
+
+// closedPort returns a loopback TCP/UDP port where nothing listens.
+func closedPort(t *testing.T, network string) string {
+	t.Helper()
+	switch network {
+	case "tcp":
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr
+	default:
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pc.LocalAddr().String()
+		pc.Close()
+		return addr
+	}
+}
+
+// sendAndSum writes size pseudo-random bytes, half-closes, and checks the
+// answer names their checksum: the whole answer arrives after the client
+// shut down writing.
+func sendAndSum(t *testing.T, c net.Conn, size int64) {
+	t.Helper()
+	defer c.Close()
+	h := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(c, h), newPattern(), size); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("sum %x", h.Sum(nil)); string(got) != want {
+		t.Fatalf("answer %q; want %q", got, want)
+	}
+}
+
+// TestForwardsBothWays: a local-to-tunnel TCP forward on node a reaches a
+// tunnel-to-local forward on node b, which reaches a host app: the data and
+// the half-close cross both, with equal checksums.
+func TestForwardsBothWays(t *testing.T) {
+	app := hostServer(t)
+	refusedTarget := closedPort(t, "tcp")
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
+		Configure: func(i int, cfg *wgconf.Config) {
+			if i == 1 {
+				cfg.TCPServerTunnels = []wgconf.TCPServerTunnel{
+					{ListenPort: 8080, Target: app},
+					{ListenPort: 8081, Target: refusedTarget},
+				}
+			}
+		},
+	})
+	a := nodes[0]
+
+	// Straight to the tunnel-to-local forward, over IPv4 and IPv6.
+	for _, addr := range []string{"10.99.0.2:8080", "[fd00:99::2]:8080"} {
+		c, err := a.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sendAndSum(t, c, 8<<20)
+	}
+
+	// Through a local-to-tunnel forward on a as well.
+	fwd, err := forward.ListenTCP("127.0.0.1:0", "10.99.0.2:8080", a, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fwd.Close()
+	c, err := net.Dial("tcp", fwd.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendAndSum(t, c, 8<<20)
+
+	// A refused host target: the peer gets "connection refused" at once.
+	start := time.Now()
+	_, err = a.Dial("tcp", "10.99.0.2:8081")
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("dial a forward whose target refuses: %v; want connection refused", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("refusal took %v; want under a second", d)
+	}
+	// A port with no forward is refused too.
+	if _, err := a.Dial("tcp", "10.99.0.2:8082"); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("dial a port without forward: %v; want connection refused", err)
+	}
+}
+
+func udpEchoHost(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(bytes.ToUpper(buf[:n]), from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+func TestUDPForwardsBothWays(t *testing.T) {
+	echo := udpEchoHost(t)
+	refusedTarget := closedPort(t, "udp")
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
+		Configure: func(i int, cfg *wgconf.Config) {
+			if i == 1 {
+				cfg.UDPServerTunnels = []wgconf.UDPServerTunnel{
+					{ListenPort: 5300, Target: echo},
+					{ListenPort: 5301, Target: refusedTarget},
+				}
+			}
+		},
+	})
+	a := nodes[0]
+	exchange := func(c net.Conn, msg string) (string, error) {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return "", err
+		}
+		buf := make([]byte, 2000)
+		n, err := c.Read(buf)
+		return string(buf[:n]), err
+	}
+	for _, addr := range []string{"10.99.0.2:5300", "[fd00:99::2]:5300"} {
+		c, err := a.Dial("udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			msg := fmt.Sprintf("hello %d via %s", i, addr)
+			if got, err := exchange(c, msg); err != nil || got != strings.ToUpper(msg) {
+				t.Errorf("udp %s: %q, %v", addr, got, err)
+			}
+		}
+		c.Close()
+	}
+
+	// Local-to-tunnel UDP on a, to the same forward on b.
+	fwd, err := forward.ListenUDP("127.0.0.1:0", "10.99.0.2:5300", a, time.Minute, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fwd.Close()
+	c, err := net.Dial("udp", fwd.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := exchange(c, "through two forwards"); err != nil || got != "THROUGH TWO FORWARDS" {
+		t.Errorf("local-to-tunnel udp: %q, %v", got, err)
+	}
+	c.Close()
+
+	// A refused target: the peer gets ICMP port unreachable, which its
+	// connected socket reports as connection refused.
+	c, err = a.Dial("udp", "10.99.0.2:5301")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = exchange(c, "anyone?")
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("udp to a refused target: %v; want connection refused", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("refusal took %v", d)
+	}
+}
