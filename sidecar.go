@@ -194,7 +194,6 @@ func inactiveSections(cfg *wgconf.Config) []string {
 	add(len(cfg.Socks5) > 0, "[Socks5]")
 	add(len(cfg.HTTP) > 0, "[http]")
 	add(len(cfg.SNI) > 0, "[SNI]")
-	add(len(cfg.STDIOTunnels) > 0, "[STDIOTunnel]")
 	add(cfg.LogStream != nil, "[LogStream]")
 	add(cfg.Control != nil, "[Control]")
 	add(cfg.Metrics != nil, "[Metrics]")

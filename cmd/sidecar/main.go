@@ -52,7 +52,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "up":
-		err = cmdUp(rest, stderr)
+		err = cmdUp(rest, stdin, stdout, stderr)
 	case "check":
 		err = cmdCheck(rest, stdout, stderr)
 	case "genkey":
@@ -115,7 +115,7 @@ func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-func cmdUp(args []string, stderr io.Writer) error {
+func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("up", "up -c FILE [--log-level LEVEL] [--log-json]", stderr)
 	file := fs.String("c", "", "configuration `file` (wg-quick format plus sidecar sections)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
@@ -143,8 +143,20 @@ func cmdUp(args []string, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	if len(cfg.STDIOTunnels) > 0 && cfg.FlowLog != nil && cfg.FlowLog.Output == "-" {
+		return fmt.Errorf("%s: [STDIOTunnel] uses stdout; set [FlowLog] Output to a file", *file)
+	}
 	node, err := sidecar.Start(cfg, sidecar.Options{Logger: log})
 	if err != nil {
+		return err
+	}
+	if len(cfg.STDIOTunnels) > 0 {
+		// wireproxy's [STDIOTunnel]: stdin and stdout are the connection
+		// (an ssh ProxyCommand); the sidecar ends with it.
+		err := stdioTunnel(ctx, node, cfg.STDIOTunnels[0].Target, stdin, stdout)
+		if cerr := node.Close(); err == nil {
+			err = cerr
+		}
 		return err
 	}
 	for {
@@ -155,6 +167,34 @@ func cmdUp(args []string, stderr io.Writer) error {
 		case <-hup:
 			reloadPeers(log, *file, node)
 		}
+	}
+}
+
+// stdioTunnel relays stdin and stdout to a TCP connection to target
+// through the tunnel, with half-close, until both directions end or ctx
+// is done.
+func stdioTunnel(ctx context.Context, node *sidecar.Node, target string, stdin io.Reader, stdout io.Writer) error {
+	c, err := node.DialContext(ctx, "tcp", target)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	go func() {
+		io.Copy(c, stdin)
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(stdout, c)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return nil
 	}
 }
 

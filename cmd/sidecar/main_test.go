@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -222,4 +225,60 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestUpSTDIOTunnel runs `sidecar up` with wireproxy's [STDIOTunnel] as a
+// real process: its stdin and stdout become a TCP connection to a service
+// on a peer node, and it exits when the connection ends.
+func TestUpSTDIOTunnel(t *testing.T) {
+	peer := sidecartest.NewNodes(t, 1, sidecartest.Options{})[0] // 10.99.0.1
+	ln, err := peer.Listen("tcp", ":22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b, _ := io.ReadAll(c) // until the sidecar passes on stdin's end
+		c.Write(bytes.ToUpper(b))
+		c.Close()
+	}()
+	k, _ := wgconf.GeneratePrivateKey()
+	file := writeFile(t, "stdio.conf", fmt.Sprintf(`[Interface]
+PrivateKey = %s
+Address = 10.99.0.7/32
+
+[Peer]
+PublicKey = %s
+AllowedIPs = 10.99.0.1/32
+Endpoint = 127.0.0.1:%d
+
+[STDIOTunnel]
+Target = 10.99.0.1:22
+`, k.Base64(), peer.PublicKey(), peer.ListenPort()))
+	err = peer.SetPeers([]wgconf.Peer{{PublicKey: k.Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.7/32")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "up", "-c", file, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
+	cmd.Stdin = strings.NewReader("ssh-2.0 hello through the tunnel\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, err = cmd.Output(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("sidecar up with [STDIOTunnel] did not exit; stderr:\n%s", stderr.String())
+	}
+	if err != nil || string(out) != "SSH-2.0 HELLO THROUGH THE TUNNEL\n" {
+		t.Fatalf("stdout %q, err %v; stderr:\n%s", out, err, stderr.String())
+	}
 }
