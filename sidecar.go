@@ -235,27 +235,49 @@ func (n *Node) interfaceUAPI() string {
 	return b.String()
 }
 
-// SetPeers replaces the node's peers. Endpoint host names are resolved on
-// the host network; a name that does not resolve yet is logged and tried
-// again later. Handshakes happen on first traffic.
+// SetPeers makes peers the node's peer list, applying only the
+// difference: peers no longer listed are removed, new ones added, and of a
+// changed peer only what changed is updated, so untouched peers (and a
+// changed peer's session) carry on. Endpoint host names are resolved on the
+// host network; a name that does not resolve yet is logged and tried again
+// later. Handshakes with new peers happen on first traffic.
 func (n *Node) SetPeers(peers []wgconf.Peer) error { return n.setPeers(peers, false) }
 
-// setPeers configures peers; with announce, a handshake with every peer that
-// has an endpoint starts at once, so that peers learn of a (re)started node
-// without waiting for their own rekey timers.
+// setPeers configures peers; with announce, a handshake with every new
+// peer that has an endpoint starts at once, so that peers learn of a
+// (re)started node without waiting for their own rekey timers.
 func (n *Node) setPeers(peers []wgconf.Peer, announce bool) error {
+	n.mu.Lock()
+	old := make(map[wgconf.PublicKey]wgconf.Peer, len(n.peers))
+	for _, p := range n.peers {
+		old[p.PublicKey] = p
+	}
+	n.mu.Unlock()
+	seen := make(map[wgconf.PublicKey]bool, len(peers))
 	var b, restore strings.Builder
-	b.WriteString("replace_peers=true\n")
 	for _, p := range peers {
+		if seen[p.PublicKey] {
+			return fmt.Errorf("sidecar: peer %s listed twice", p.PublicKey)
+		}
+		seen[p.PublicKey] = true
+		prev, existed := old[p.PublicKey]
+		if existed && peerEqual(prev, p) {
+			continue // untouched: its session carries on
+		}
 		fmt.Fprintf(&b, "public_key=%s\n", p.PublicKey.Hex())
-		if !p.PresharedKey.IsZero() {
+		if existed {
+			b.WriteString("update_only=true\n")
+		}
+		if !existed || prev.PresharedKey != p.PresharedKey {
 			fmt.Fprintf(&b, "preshared_key=%s\n", p.PresharedKey.Hex())
 		}
-		b.WriteString("replace_allowed_ips=true\n")
-		for _, a := range p.AllowedIPs {
-			fmt.Fprintf(&b, "allowed_ip=%s\n", a.Masked())
+		if !existed || !slices.Equal(prev.AllowedIPs, p.AllowedIPs) {
+			b.WriteString("replace_allowed_ips=true\n")
+			for _, a := range p.AllowedIPs {
+				fmt.Fprintf(&b, "allowed_ip=%s\n", a.Masked())
+			}
 		}
-		if p.Endpoint != "" {
+		if p.Endpoint != "" && (!existed || prev.Endpoint != p.Endpoint) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			ep, err := n.resolveEndpoint(ctx, p.Endpoint)
 			cancel()
@@ -266,19 +288,28 @@ func (n *Node) setPeers(peers []wgconf.Peer, announce bool) error {
 			}
 		}
 		keepalive := p.PersistentKeepalive
-		if announce && p.Endpoint != "" {
+		if announce && !existed && p.Endpoint != "" {
 			// Switching keepalive on makes wireguard-go send one at
 			// once, which starts a handshake; it is switched back
 			// off below when the file does not ask for it.
 			keepalive = max(keepalive, 1)
 		}
-		fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", keepalive)
+		if !existed || prev.PersistentKeepalive != p.PersistentKeepalive || keepalive != p.PersistentKeepalive {
+			fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", keepalive)
+		}
 		if keepalive != p.PersistentKeepalive {
 			fmt.Fprintf(&restore, "public_key=%s\nupdate_only=true\npersistent_keepalive_interval=0\n", p.PublicKey.Hex())
 		}
 	}
-	if err := n.dev.IpcSet(b.String()); err != nil {
-		return fmt.Errorf("sidecar: configure peers: %w", err)
+	for key := range old {
+		if !seen[key] {
+			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", key.Hex())
+		}
+	}
+	if b.Len() > 0 {
+		if err := n.dev.IpcSet(b.String()); err != nil {
+			return fmt.Errorf("sidecar: configure peers: %w", err)
+		}
 	}
 	if restore.Len() > 0 {
 		if err := n.dev.IpcSet(restore.String()); err != nil {
@@ -293,6 +324,11 @@ func (n *Node) setPeers(peers []wgconf.Peer, announce bool) error {
 		n.flows.ReconfigRoutes(n.classRoutes(peers))
 	}
 	return nil
+}
+
+func peerEqual(a, b wgconf.Peer) bool {
+	return a.PublicKey == b.PublicKey && a.PresharedKey == b.PresharedKey && slices.Equal(a.AllowedIPs, b.AllowedIPs) &&
+		a.Endpoint == b.Endpoint && a.PersistentKeepalive == b.PersistentKeepalive
 }
 
 // resolveEndpoint turns "host:port" into an address and port, resolving a
@@ -395,6 +431,14 @@ func (n *Node) reresolveStale(stale time.Duration) {
 		}
 		n.log.Info("peer endpoint re-resolved", "peer", p.PublicKey.String(), "endpoint", p.Endpoint, "address", ep.String())
 	}
+}
+
+// PeerConfig returns the peers the node is configured with now (the
+// file's, or the last SetPeers).
+func (n *Node) PeerConfig() []wgconf.Peer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.peers)
 }
 
 // PeerStatus is what the WireGuard device knows of one peer.

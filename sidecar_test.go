@@ -512,3 +512,80 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	})
 	check()
 }
+
+// TestSetPeersKeepsSessions changes node a's peer list (one peer removed,
+// one added) while a transfer to an untouched peer runs: the transfer
+// completes intact without a new handshake, and the changes are in effect.
+func TestSetPeersKeepsSessions(t *testing.T) {
+	nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{})
+	a, b := nodes[0], nodes[1]
+	ln, err := b.Listen("tcp", ":9100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sum := make(chan [32]byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		h := sha256.New()
+		io.Copy(h, c)
+		c.Close()
+		sum <- [32]byte(h.Sum(nil))
+	}()
+	c, err := a.Dial("tcp", "10.99.0.2:9100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peersBefore, _ := a.Peers()
+	h := sha256.New()
+	src := io.TeeReader(io.LimitReader(newPattern(), 64<<20), h)
+	var sent int64
+	buf := make([]byte, 256<<10)
+	changed := false
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, err := c.Write(buf[:n]); err != nil {
+				t.Fatal(err)
+			}
+			sent += int64(n)
+		}
+		if !changed && sent > 16<<20 {
+			// Mid-transfer: drop node 2, add a new peer, keep node 1.
+			changed = true
+			k, _ := wgconf.GeneratePrivateKey()
+			var keep wgconf.Peer
+			for _, p := range a.PeerConfig() {
+				if p.PublicKey == b.PublicKey() {
+					keep = p
+				}
+			}
+			err := a.SetPeers([]wgconf.Peer{keep, {PublicKey: k.Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.9/32")}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+	}
+	c.Close()
+	if got := <-sum; got != [32]byte(h.Sum(nil)) {
+		t.Fatal("transfer corrupted across the peer change")
+	}
+	after, err := a.Peers()
+	if err != nil || len(after) != 2 {
+		t.Fatalf("peers after the change: %+v, %v", after, err)
+	}
+	for _, p := range peersBefore {
+		if p.PublicKey == b.PublicKey() && !after[0].LastHandshake.Equal(p.LastHandshake) {
+			t.Errorf("the untouched peer handshook again: %v -> %v", p.LastHandshake, after[0].LastHandshake)
+		}
+	}
+	if _, err := a.Dial("tcp", "10.99.0.3:80"); err == nil || !strings.Contains(err.Error(), "no route") {
+		t.Errorf("removed peer still reachable: %v", err)
+	}
+}
