@@ -5,8 +5,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -210,4 +212,133 @@ func BenchmarkForward(b *testing.B) {
 			c.Close()
 		}
 	})
+}
+
+// pairKind names the two implementations every comparative benchmark runs:
+// ours, and a pair built on wireguard-go's stock tun/netstack.
+var pairKinds = []string{"sidecar", "stock"}
+
+// benchNet is one side's socket API in a comparative benchmark, and the
+// address of the other side's server.
+type benchNet struct {
+	listen func() (net.Listener, error) // on the server node, port 5300
+	dial   func() (net.Conn, error)     // from the client node to it
+}
+
+func newBenchNet(b *testing.B, kind string) benchNet {
+	switch kind {
+	case "sidecar":
+		a, z := sidecartest.NewPair(b)
+		return benchNet{
+			listen: func() (net.Listener, error) { return z.Listen("tcp", ":5300") },
+			dial:   func() (net.Conn, error) { return a.Dial("tcp", "10.99.0.2:5300") },
+		}
+	default:
+		a, z := stockPair(b)
+		to := netip.MustParseAddrPort("10.98.0.2:5300")
+		return benchNet{
+			listen: func() (net.Listener, error) { return z.ListenTCPAddrPort(to) },
+			dial:   func() (net.Conn, error) { return a.DialTCPAddrPort(to) },
+		}
+	}
+}
+
+// echoServer answers every 64-byte message on every connection.
+func echoServer(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 64)
+			for {
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return
+				}
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// BenchmarkRequestResponse: 64-byte request, 64-byte response, one at a
+// time on one TCP connection; ns/op is the round trip, and p50/p99 are
+// reported.
+//
+//	go test -run '^$' -bench RequestResponse -benchtime 3s .
+func BenchmarkRequestResponse(b *testing.B) {
+	for _, kind := range pairKinds {
+		b.Run(kind, func(b *testing.B) {
+			bn := newBenchNet(b, kind)
+			ln, err := bn.listen()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			go echoServer(ln)
+			c, err := bn.dial()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			msg := make([]byte, 64)
+			rtts := make([]time.Duration, 0, 1<<16)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, msg); err != nil {
+					b.Fatal(err)
+				}
+				if len(rtts) < cap(rtts) {
+					rtts = append(rtts, time.Since(t0))
+				}
+			}
+			b.StopTimer()
+			slices.Sort(rtts)
+			b.ReportMetric(float64(rtts[len(rtts)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(rtts[len(rtts)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
+
+// BenchmarkConnectRate: connect, one 64-byte exchange, close; ns/op per
+// connection.
+//
+//	go test -run '^$' -bench ConnectRate -benchtime 3s .
+func BenchmarkConnectRate(b *testing.B) {
+	for _, kind := range pairKinds {
+		b.Run(kind, func(b *testing.B) {
+			bn := newBenchNet(b, kind)
+			ln, err := bn.listen()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			go echoServer(ln)
+			msg := make([]byte, 64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c, err := bn.dial()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, msg); err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+	}
 }
