@@ -131,6 +131,8 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 		Addresses: addrs,
 		MTU:       cfg.Interface.MTU,
 		Routes:    routesOf(cfg.Interface.Addresses, cfg.Peers),
+		// Serving subnets or exit traffic takes packets for any address.
+		Promiscuous: cfg.Serve != nil && (len(cfg.Serve.Subnets) > 0 || cfg.Serve.Exit),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: %w", err)

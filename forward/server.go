@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -41,8 +42,9 @@ type Server struct {
 	conns  conns
 }
 
-// Attach makes s the stack's handler for unclaimed TCP and UDP, and puts
-// the stack in promiscuous mode when it serves subnets or exit traffic.
+// Attach makes s the stack's handler for unclaimed TCP and UDP. To serve
+// subnets or exit traffic, the stack must have been made with
+// netstack.Options.Promiscuous.
 func (s *Server) Attach(st *netstack.Stack) error {
 	if s.Log == nil {
 		s.Log = slog.Default()
@@ -53,10 +55,8 @@ func (s *Server) Attach(st *netstack.Stack) error {
 	if s.MaxConns <= 0 {
 		s.MaxConns = DefaultMaxConns
 	}
-	if s.Exit || len(s.Subnets) > 0 {
-		if err := st.SetPromiscuous(true); err != nil {
-			return err
-		}
+	if (s.Exit || len(s.Subnets) > 0) && !st.Promiscuous() {
+		return errors.New("forward: serving subnets or exit needs a promiscuous stack")
 	}
 	st.HandleTCP(s.handleTCP)
 	st.HandleUDP(s.handleUDP)

@@ -111,16 +111,3 @@ func (ns *Stack) HandleUDP(h func(*UDPRequest) bool) {
 		return h(&UDPRequest{Src: src, Dst: dst, r: req, ns: ns, packet: packet})
 	})
 }
-
-// SetPromiscuous makes the stack take packets for any destination address
-// (not only its own) and answer from them: how it serves subnets and exit
-// traffic for peers, with HandleTCP and HandleUDP deciding what to do.
-func (ns *Stack) SetPromiscuous(on bool) error {
-	if terr := ns.s.SetPromiscuousMode(nicID, on); terr != nil {
-		return fmt.Errorf("netstack: promiscuous mode: %v", terr)
-	}
-	if terr := ns.s.SetSpoofing(nicID, on); terr != nil {
-		return fmt.Errorf("netstack: spoofing: %v", terr)
-	}
-	return nil
-}

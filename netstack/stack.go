@@ -54,6 +54,11 @@ type Options struct {
 	// other address fail at once with "no route". Nil routes everything of
 	// each address family that has a local address.
 	Routes []netip.Prefix
+	// Promiscuous makes the stack take packets for any destination and
+	// answer from it (to serve subnets or exit traffic, with HandleTCP and
+	// HandleUDP). Such a stack cannot reach its own addresses: gVisor's
+	// local delivery would take every source address for its own.
+	Promiscuous bool
 }
 
 // Stack is a user-space TCP/IP stack joined to one tun.Device.
@@ -89,7 +94,10 @@ func New(opts Options) (*Stack, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-		HandleLocal:        true,
+		// Local delivery and promiscuous mode do not mix: with both,
+		// gVisor counts every packet's source as one of its own
+		// addresses and drops the packet.
+		HandleLocal: !opts.Promiscuous,
 	})
 	ns := &Stack{s: s, link: newLink(mtu)}
 	if err := tuneTCP(s); err != nil {
@@ -112,6 +120,16 @@ func New(opts Options) (*Stack, error) {
 			return nil, fmt.Errorf("netstack: add address %v: %v", a, terr)
 		}
 		ns.addrs = append(ns.addrs, a)
+	}
+	if opts.Promiscuous {
+		if terr := s.SetPromiscuousMode(nicID, true); terr != nil {
+			ns.Close()
+			return nil, fmt.Errorf("netstack: promiscuous mode: %v", terr)
+		}
+		if terr := s.SetSpoofing(nicID, true); terr != nil {
+			ns.Close()
+			return nil, fmt.Errorf("netstack: spoofing: %v", terr)
+		}
 	}
 	ns.SetRoutes(opts.Routes)
 	return ns, nil
@@ -179,6 +197,9 @@ func prefixMask(p netip.Prefix) []byte {
 // Device returns the tun.Device to hand to wireguard-go. There is one per
 // Stack; closing it ends the stack's packet flow.
 func (ns *Stack) Device() tun.Device { return device{ns.link} }
+
+// Promiscuous reports whether the stack takes packets for any address.
+func (ns *Stack) Promiscuous() bool { return !ns.s.HandleLocal() }
 
 // GVisor returns the underlying gVisor stack, for forwarders that attach
 // transport handlers to it. Callers must not close it.
