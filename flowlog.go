@@ -50,6 +50,9 @@ func (n *Node) startFlowLog() error {
 		n.log.Warn("flow log has no output: set [FlowLog] Output")
 		return nil
 	}
+	// The control socket's latest window and the metrics' window counts;
+	// added last, it never turns the flow log on by itself.
+	sinks = append(sinks, n.controlSink())
 	cfg.Sink = teeSink(sinks)
 	n.mu.Lock()
 	peers := n.peers

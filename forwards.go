@@ -22,6 +22,7 @@ func (n *Node) startForwards() error {
 			return fmt.Errorf("sidecar: [TCPClientTunnel] %s: %w", t.BindAddress, err)
 		}
 		n.closers = append(n.closers, f)
+		n.registerListener("tcp local-to-tunnel", f.Addr().String(), t.Target, f.Conns)
 		n.log.Info("forward on", "kind", "tcp local-to-tunnel", "listen", f.Addr().String(), "target", t.Target)
 	}
 	for _, t := range cfg.UDPProxyTunnels {
@@ -30,6 +31,7 @@ func (n *Node) startForwards() error {
 			return fmt.Errorf("sidecar: [UDPProxyTunnel] %s: %w", t.BindAddress, err)
 		}
 		n.closers = append(n.closers, f)
+		n.registerListener("udp local-to-tunnel", f.Addr().String(), t.Target, f.Conns)
 		n.log.Info("forward on", "kind", "udp local-to-tunnel", "listen", f.Addr().String(), "target", t.Target)
 	}
 	srv := &forward.Server{TCP: map[uint16]string{}, UDP: map[uint16]string{}, Log: n.log}
@@ -56,9 +58,11 @@ func (n *Node) startForwards() error {
 	}
 	n.closers = append(n.closers, srv)
 	for port, target := range srv.TCP {
+		n.registerListener("tcp tunnel-to-local", fmt.Sprintf(":%d", port), target, nil)
 		n.log.Info("forward on", "kind", "tcp tunnel-to-local", "port", port, "target", target)
 	}
 	for port, target := range srv.UDP {
+		n.registerListener("udp tunnel-to-local", fmt.Sprintf(":%d", port), target, nil)
 		n.log.Info("forward on", "kind", "udp tunnel-to-local", "port", port, "target", target)
 	}
 	if len(srv.Subnets) > 0 || srv.Exit {

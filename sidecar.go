@@ -87,7 +87,9 @@ type Node struct {
 	started time.Time
 	closed  bool
 
-	closers []io.Closer // forwards and proxies, closed in reverse order
+	closers []io.Closer // forwards, proxies, control socket, metrics; closed in reverse order
+
+	ctl nodeControl // control socket, metrics and what they report (control_node.go)
 
 	httpOnce   sync.Once
 	httpClient *http.Client
@@ -177,6 +179,20 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.started = time.Now()
+	if err := n.startControl(); err != nil {
+		closeAll(n.closers)
+		n.shutdownFlowLog()
+		n.dev.Close()
+		st.Close()
+		return nil, err
+	}
+	if err := n.startMetrics(); err != nil {
+		closeAll(n.closers)
+		n.shutdownFlowLog()
+		n.dev.Close()
+		st.Close()
+		return nil, err
+	}
 	n.wg.Add(1)
 	go n.reresolveLoop()
 	log.Info("sidecar up", "public_key", n.public.String(), "listen_port", n.ListenPort(), "peers", len(cfg.Peers))
@@ -197,8 +213,6 @@ func inactiveSections(cfg *wgconf.Config) []string {
 	add(len(cfg.HTTP) > 0, "[http]")
 	add(len(cfg.SNI) > 0, "[SNI]")
 	add(cfg.LogStream != nil, "[LogStream]")
-	add(cfg.Control != nil, "[Control]")
-	add(cfg.Metrics != nil, "[Metrics]")
 	return out
 }
 

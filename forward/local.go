@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,6 +32,14 @@ type TCPForward struct {
 	log    *slog.Logger
 	max    int
 	conns  conns
+
+	open     atomic.Int64 // client connections being relayed
+	accepted atomic.Uint64
+}
+
+// Conns reports the connections relayed now and accepted in all.
+func (f *TCPForward) Conns() (open int, accepted uint64) {
+	return int(f.open.Load()), f.accepted.Load()
 }
 
 // ListenTCP listens on bind (host network; "127.0.0.1:port" style — the
@@ -63,7 +72,7 @@ func (f *TCPForward) serve() {
 		if err != nil {
 			return
 		}
-		if f.conns.len() >= f.max {
+		if int(f.open.Load()) >= f.max {
 			f.log.Warn("forward: connection limit reached; closing new connection", "listen", f.ln.Addr().String(), "limit", f.max)
 			c.Close()
 			continue
@@ -71,9 +80,12 @@ func (f *TCPForward) serve() {
 		if !f.conns.add(c) {
 			return
 		}
+		f.accepted.Add(1)
+		f.open.Add(1)
 		f.conns.wg.Add(1)
 		go func() {
 			defer f.conns.wg.Done()
+			defer f.open.Add(-1)
 			defer f.conns.remove(c)
 			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 			t, err := f.d.DialContext(ctx, "tcp", f.target)
@@ -117,6 +129,14 @@ type UDPForward struct {
 	mu       sync.Mutex
 	sessions map[string]net.Conn
 	conns    conns
+	accepted atomic.Uint64 // sessions opened in all
+}
+
+// Conns reports the sessions open now and opened in all.
+func (f *UDPForward) Conns() (open int, accepted uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sessions), f.accepted.Load()
 }
 
 // ListenUDP listens on bind and relays to target. timeout <= 0 means
@@ -189,6 +209,7 @@ func (f *UDPForward) session(client net.Addr) net.Conn {
 	f.mu.Lock()
 	f.sessions[key] = s
 	f.mu.Unlock()
+	f.accepted.Add(1)
 	f.conns.wg.Add(1)
 	go func() {
 		defer f.conns.wg.Done()

@@ -87,7 +87,7 @@ func (s *Server) target(dst netip.AddrPort, ports map[uint16]string) string {
 
 func (s *Server) handleTCP(r *netstack.TCPRequest) {
 	target := s.target(r.Dst, s.TCP)
-	if target == "" || s.conns.len() >= s.MaxConns {
+	if target == "" || s.conns.len() >= 2*s.MaxConns { // two connections a relay
 		r.Refuse()
 		return
 	}
@@ -126,7 +126,7 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 // goroutine; the host socket is dialed there.
 func (s *Server) handleUDP(r *netstack.UDPRequest) bool {
 	target := s.target(r.Dst, s.UDP)
-	if target == "" || s.conns.len() >= s.MaxConns {
+	if target == "" || s.conns.len() >= 2*s.MaxConns { // two sockets a flow
 		return false
 	}
 	c, err := r.Accept()

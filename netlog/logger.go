@@ -61,7 +61,12 @@ type Logger struct {
 	cutReq  chan chan struct{}
 
 	classifier atomic.Pointer[classify.Classifier]
+	earlyCuts  atomic.Uint64
 }
+
+// EarlyCuts counts windows cut before their time because a table filled
+// up or a counter neared its limit.
+func (l *Logger) EarlyCuts() uint64 { return l.earlyCuts.Load() }
 
 // Running reports whether the logger is running.
 func (l *Logger) Running() bool {
@@ -202,6 +207,9 @@ func (l *Logger) flush(ctx context.Context, s *stats.Stats) error {
 	var firstErr error
 	isNode := l.classifier.Load().IsNode
 	for _, w := range s.Cut() {
+		if w.Early {
+			l.earlyCuts.Add(1)
+		}
 		if w.Empty() {
 			continue
 		}

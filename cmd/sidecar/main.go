@@ -26,9 +26,15 @@ const usage = `sidecar: a rootless WireGuard sidecar (user-space network stack).
 Usage:
   sidecar up -c FILE       run a node from a wg-quick style file until SIGINT/SIGTERM
   sidecar check -c FILE    validate a file and print its warnings
+  sidecar status [--socket PATH | -c FILE] [-j]
+                           show a running sidecar: its peers, handshakes, transfer, listeners
+  sidecar flows [--socket PATH | -c FILE] [-j]
+                           show a running sidecar's latest flow-log window
   sidecar genkey           print a new private key
   sidecar pubkey           read a private key on stdin, print its public key
   sidecar demo             run two nodes in one process, send traffic, show what happened
+  sidecar collect --data DIR --token-file FILE [--listen ADDR]
+                           run a log collector: store uploaded log streams, answer queries
 
 Run 'sidecar COMMAND --help' for a command's flags.
 `
@@ -55,12 +61,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdUp(rest, stdin, stdout, stderr)
 	case "check":
 		err = cmdCheck(rest, stdout, stderr)
+	case "status":
+		err = cmdStatus(rest, stdout, stderr)
+	case "flows":
+		err = cmdFlows(rest, stdout, stderr)
 	case "genkey":
 		err = cmdGenkey(rest, stdout, stderr)
 	case "pubkey":
 		err = cmdPubkey(rest, stdin, stdout, stderr)
 	case "demo":
 		err = cmdDemo(rest, stdout, stderr)
+	case "collect":
+		err = cmdCollect(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "sidecar: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -145,6 +157,11 @@ func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	defer signal.Stop(hup)
 	if len(cfg.STDIOTunnels) > 0 && cfg.FlowLog != nil && cfg.FlowLog.Output == "-" {
 		return fmt.Errorf("%s: [STDIOTunnel] uses stdout; set [FlowLog] Output to a file", *file)
+	}
+	if cfg.Control == nil {
+		// `sidecar status`, `flows` and `monitor` find a running sidecar
+		// at its default socket.
+		cfg.Control = &wgconf.Control{}
 	}
 	node, err := sidecar.Start(cfg, sidecar.Options{Logger: log})
 	if err != nil {

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/wgsidecar/sidecar/collector"
+)
+
+// cmdCollect runs a log collector until SIGINT/SIGTERM: it stores the
+// uploads of logtail clients under --data and answers queries from
+// holders of the token in --token-file.
+func cmdCollect(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("collect",
+		"collect --data DIR --token-file FILE [--listen ADDR] [--collections A,B] [--max-body BYTES] [--max-decoded BYTES] [--log-level LEVEL] [--log-json]",
+		stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "`address` to serve HTTP on")
+	dataDir := fs.String("data", "", "`directory` of the database (created with mode 0700)")
+	tokenFile := fs.String("token-file", "", "`file` holding the bearer token that reads require")
+	collections := fs.String("collections", "", "comma-separated `names` of the collections to accept (default: any)")
+	maxBody := fs.Int64("max-body", 8<<20, "largest upload body accepted, as sent, in `bytes`")
+	maxDecoded := fs.Int64("max-decoded", 64<<20, "largest upload body accepted, decompressed, in `bytes`")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	logJSON := fs.Bool("log-json", false, "log as JSON lines instead of text")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *dataDir == "" || *tokenFile == "" {
+		fmt.Fprintln(stderr, "sidecar collect: --data DIR and --token-file FILE are required")
+		fs.Usage()
+		return errUsage
+	}
+	log, err := newLogger(stderr, *level, *logJSON)
+	if err != nil {
+		return err
+	}
+	token, err := readToken(*tokenFile)
+	if err != nil {
+		return err
+	}
+	if info, err := os.Stat(*tokenFile); err == nil && info.Mode().Perm()&0o077 != 0 {
+		log.Warn("the token file can be read by other users; chmod 600 it", "file", *tokenFile, "mode", info.Mode().Perm())
+	}
+	var accept []string
+	for c := range strings.SplitSeq(*collections, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			accept = append(accept, c)
+		}
+	}
+
+	// Signals are caught before the collector opens, so that one arriving
+	// during start-up still shuts it down cleanly.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv, err := collector.Open(collector.Config{
+		DataDir:         *dataDir,
+		Token:           token,
+		MaxBodyBytes:    *maxBody,
+		MaxDecodedBytes: *maxDecoded,
+		Collections:     accept,
+		Logger:          log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	log.Info("collector listening", "addr", ln.Addr().String(), "data", *dataDir, "collections", cmpOr(*collections, "any"))
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "signal", "SIGINT/SIGTERM")
+	case err := <-served:
+		srv.Close()
+		return fmt.Errorf("serving: %w", err)
+	}
+	err = srv.Close()
+	if serr := <-served; err == nil {
+		err = serr
+	}
+	return err
+}
+
+// readToken reads a bearer token: the file's content without surrounding
+// white space, which must not be empty.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", errors.New("token file: " + path + " is empty")
+	}
+	if strings.ContainsAny(token, " \t\r\n") {
+		return "", errors.New("token file: " + path + ": the token must be one word")
+	}
+	return token, nil
+}
+
+func cmpOr(s, fallback string) string {
+	if s == "" {
+		return fallback
+	}
+	return s
+}

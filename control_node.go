@@ -1,0 +1,394 @@
+package sidecar
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/wgsidecar/sidecar/control"
+	"github.com/wgsidecar/sidecar/metrics"
+	"github.com/wgsidecar/sidecar/netlog"
+	"github.com/wgsidecar/sidecar/wgconf"
+	"github.com/wgsidecar/sidecar/wrap"
+)
+
+// readyHandshake is how recent a handshake must be for /readyz: WireGuard
+// stops using a session's keys 180 s after the handshake (Reject-After-Time)
+// unless a new one replaced it, so an older one means no working session.
+const readyHandshake = 3 * time.Minute
+
+// nodeControl is what the control socket ([Control]) and the metrics
+// listener ([Metrics]) report beyond the WireGuard device's own view: the
+// forwards and proxies listening, and the flow log's latest window. The
+// zero value is ready for use.
+type nodeControl struct {
+	// Set by Start before it returns; read-only afterwards.
+	socket      string   // the control socket's path; "" when off
+	metricsAddr net.Addr // nil when off
+
+	mu        sync.Mutex
+	listeners []listenerEntry // in registration order
+
+	flows recentFlows // a flow-log sink (see controlSink)
+}
+
+type listenerEntry struct {
+	kind, listen, target string
+	conns                func() (open int, accepted uint64) // nil when not counted
+}
+
+// registerListener records a forward or proxy that accepts connections, for
+// the control socket's status and the metrics. kind says what it is ("tcp
+// local-to-tunnel", "socks5", …); listen is where it accepts (a host
+// address, or ":port" on the tunnel addresses); target is where it relays
+// ("" for proxies). conns, if not nil, reports the connections (UDP:
+// sessions) it has open and has accepted since it started; it is called on
+// every status request and scrape and must be cheap and safe for
+// concurrent use.
+func (n *Node) registerListener(kind, listen, target string, conns func() (open int, accepted uint64)) {
+	n.ctl.mu.Lock()
+	defer n.ctl.mu.Unlock()
+	n.ctl.listeners = append(n.ctl.listeners, listenerEntry{kind: kind, listen: listen, target: target, conns: conns})
+}
+
+// controlSink is the flow-log sink that feeds the control socket's
+// /v1/flows (the latest window, kept only when the node has a control
+// socket) and the metrics' window counts. startFlowLog adds it to the
+// node's sinks; it never turns the flow log on by itself.
+func (n *Node) controlSink() netlog.Sink {
+	n.ctl.flows.keep = n.cfg.Control != nil
+	return &n.ctl.flows
+}
+
+// ControlSocket returns the path of the node's control socket, or "" when
+// the file has no [Control] section.
+func (n *Node) ControlSocket() string { return n.ctl.socket }
+
+// MetricsAddr returns the address the metrics listener accepts on, or nil
+// when the file has no [Metrics] section.
+func (n *Node) MetricsAddr() net.Addr { return n.ctl.metricsAddr }
+
+// startControl serves the control socket when the file has a [Control]
+// section: at its Socket, or control.DefaultSocket of the node's ID.
+func (n *Node) startControl() error {
+	c := n.cfg.Control
+	if c == nil {
+		return nil
+	}
+	path := cmp.Or(c.Socket, control.DefaultSocket(NodeID(n.public)))
+	srv, err := control.Listen(path, controlAPI{n}, n.log.With("component", "control"))
+	if err != nil {
+		return fmt.Errorf("sidecar: [Control] %w", err)
+	}
+	n.closers = append(n.closers, srv)
+	n.ctl.socket = path
+	n.log.Info("control socket on", "path", path)
+	return nil
+}
+
+// startMetrics serves /metrics, /healthz and /readyz over HTTP when the
+// file has a [Metrics] section: at its BindAddress, on loopback unless it
+// names another interface.
+func (n *Node) startMetrics() error {
+	m := n.cfg.Metrics
+	if m == nil {
+		return nil
+	}
+	addr := hostBind(cmp.Or(m.BindAddress, wgconf.DefaultMetricsAddress))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("sidecar: [Metrics] %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler(n.collectMetrics))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if reason := n.notReady(); reason != "" {
+			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "wgsidecar: /metrics (Prometheus), /healthz, /readyz\n")
+	})
+	s := &httpService{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		s.srv.Serve(ln)
+	}()
+	n.closers = append(n.closers, s)
+	n.ctl.metricsAddr = ln.Addr()
+	n.log.Info("metrics on", "address", ln.Addr().String())
+	return nil
+}
+
+// httpService is an HTTP server that Close stops and waits for.
+type httpService struct {
+	srv  *http.Server
+	done chan struct{}
+}
+
+func (s *httpService) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.srv.Close()
+	}
+	<-s.done
+	return nil
+}
+
+// notReady says why the node is not ready, or "" when it is: ready means at
+// least one peer had a handshake in the last readyHandshake.
+func (n *Node) notReady() string {
+	peers, err := n.Peers()
+	if err != nil {
+		return fmt.Sprintf("wireguard device: %v", err)
+	}
+	if len(peers) == 0 {
+		return "no peers configured"
+	}
+	for _, p := range peers {
+		if !p.LastHandshake.IsZero() && time.Since(p.LastHandshake) < readyHandshake {
+			return ""
+		}
+	}
+	return fmt.Sprintf("no handshake with any of %d peer(s) in the last %v", len(peers), readyHandshake)
+}
+
+// flowLogState is the flow log's state for the control API.
+func (n *Node) flowLogState() control.FlowLog {
+	if n.flows == nil {
+		return control.FlowLog{}
+	}
+	window := netlog.DefaultWindow
+	if fl := n.cfg.FlowLog; fl != nil && fl.Window > 0 {
+		window = fl.Window
+	}
+	_, windows, messages := n.ctl.flows.snapshot()
+	return control.FlowLog{Enabled: true, Window: window.String(), Windows: windows, Messages: messages}
+}
+
+// flowNodeID is the node's ID in its flow log.
+func (n *Node) flowNodeID() string {
+	if fl := n.cfg.FlowLog; fl != nil && fl.NodeID != "" {
+		return fl.NodeID
+	}
+	return NodeID(n.public)
+}
+
+// controlAPI answers the control socket's requests for a node.
+type controlAPI struct{ n *Node }
+
+func (a controlAPI) Status(ctx context.Context) (*control.Status, error) {
+	n := a.n
+	dev, err := n.peerStatus()
+	if err != nil {
+		return nil, fmt.Errorf("wireguard device: %w", err)
+	}
+	now := time.Now()
+	n.mu.Lock()
+	peers, started := n.peers, n.started
+	n.mu.Unlock()
+	st := &control.Status{
+		Time:          now,
+		PublicKey:     n.public.String(),
+		NodeID:        n.flowNodeID(),
+		Addresses:     []string{},
+		ListenPort:    n.ListenPort(),
+		Started:       started,
+		UptimeSeconds: now.Sub(started).Seconds(),
+		Peers:         make([]control.Peer, 0, len(peers)),
+		Listeners:     []control.Listener{},
+		FlowLog:       n.flowLogState(),
+	}
+	for _, p := range n.cfg.Interface.Addresses {
+		st.Addresses = append(st.Addresses, p.String())
+	}
+	for _, p := range peers {
+		d := dev[p.PublicKey]
+		cp := control.Peer{
+			PublicKey:           p.PublicKey.String(),
+			AllowedIPs:          []string{},
+			LatestHandshake:     d.LastHandshake,
+			RxBytes:             d.RxBytes,
+			TxBytes:             d.TxBytes,
+			PersistentKeepalive: p.PersistentKeepalive,
+		}
+		if d.Endpoint.IsValid() {
+			cp.Endpoint = d.Endpoint.String()
+		}
+		for _, a := range p.AllowedIPs {
+			cp.AllowedIPs = append(cp.AllowedIPs, a.String())
+		}
+		st.Peers = append(st.Peers, cp)
+	}
+	for _, l := range n.listenerSnapshot() {
+		cl := control.Listener{Kind: l.kind, Listen: l.listen, Target: l.target}
+		if l.conns != nil {
+			open, accepted := l.conns()
+			cl.Conns = &control.Conns{Open: open, Accepted: accepted}
+		}
+		st.Listeners = append(st.Listeners, cl)
+	}
+	return st, nil
+}
+
+func (a controlAPI) Flows(ctx context.Context) (*control.Flows, error) {
+	msgs, _, _ := a.n.ctl.flows.snapshot()
+	if msgs == nil {
+		msgs = []netlog.Message{}
+	}
+	return &control.Flows{FlowLog: a.n.flowLogState(), Messages: msgs}, nil
+}
+
+func (n *Node) listenerSnapshot() []listenerEntry {
+	n.ctl.mu.Lock()
+	defer n.ctl.mu.Unlock()
+	return slices.Clone(n.ctl.listeners)
+}
+
+// collectMetrics builds the metric families of one scrape.
+func (n *Node) collectMetrics() []metrics.Family {
+	now := time.Now()
+	pub := n.public.String()
+	n.mu.Lock()
+	started := n.started
+	n.mu.Unlock()
+
+	info := metrics.Family{Name: "wgsidecar_info", Type: metrics.Gauge, Help: "The node's identity; the value is always 1."}
+	info.Add(1, "public_key", pub, "node_id", n.flowNodeID())
+	start := metrics.Family{Name: "wgsidecar_start_time_seconds", Type: metrics.Gauge, Help: "When the node started, in seconds since the Unix epoch."}
+	start.Add(float64(started.UnixNano()) / 1e9)
+	fams := []metrics.Family{info, start}
+
+	peers, err := n.Peers()
+	if err == nil {
+		count := metrics.Family{Name: "wgsidecar_peers", Type: metrics.Gauge, Help: "Configured WireGuard peers."}
+		count.Add(float64(len(peers)))
+		rx := metrics.Family{Name: "wgsidecar_peer_receive_bytes_total", Type: metrics.Counter, Help: "Bytes received from the peer on the WireGuard socket, as the device counts them."}
+		tx := metrics.Family{Name: "wgsidecar_peer_transmit_bytes_total", Type: metrics.Counter, Help: "Bytes sent to the peer on the WireGuard socket, as the device counts them."}
+		last := metrics.Family{Name: "wgsidecar_peer_last_handshake_timestamp_seconds", Type: metrics.Gauge, Help: "Time of the peer's latest handshake in seconds since the Unix epoch; 0 if none yet."}
+		age := metrics.Family{Name: "wgsidecar_peer_handshake_age_seconds", Type: metrics.Gauge, Help: "Seconds since the peer's latest handshake; +Inf if none yet."}
+		for _, p := range peers {
+			key := p.PublicKey.String()
+			rx.Add(float64(p.RxBytes), "public_key", key)
+			tx.Add(float64(p.TxBytes), "public_key", key)
+			if p.LastHandshake.IsZero() {
+				last.Add(0, "public_key", key)
+				age.Add(math.Inf(1), "public_key", key)
+			} else {
+				last.Add(float64(p.LastHandshake.UnixNano())/1e9, "public_key", key)
+				age.Add(max(now.Sub(p.LastHandshake).Seconds(), 0), "public_key", key)
+			}
+		}
+		fams = append(fams, count, rx, tx, last, age)
+	}
+
+	msgs := metrics.Family{Name: "wgsidecar_wireguard_messages_total", Type: metrics.Counter, Help: "WireGuard handshake and keepalive messages on the node's socket, by direction and type."}
+	sent, received := n.Messages()
+	for _, d := range []struct {
+		dir string
+		c   wrap.MessageCounts
+	}{{"sent", sent}, {"received", received}} {
+		msgs.Add(float64(d.c.Initiations), "direction", d.dir, "type", "initiation")
+		msgs.Add(float64(d.c.Responses), "direction", d.dir, "type", "response")
+		msgs.Add(float64(d.c.CookieReplies), "direction", d.dir, "type", "cookie_reply")
+		msgs.Add(float64(d.c.Keepalives), "direction", d.dir, "type", "keepalive")
+	}
+	fams = append(fams, msgs)
+
+	if n.flows != nil {
+		_, windows, messages := n.ctl.flows.snapshot()
+		w := metrics.Family{Name: "wgsidecar_flowlog_windows_total", Type: metrics.Counter, Help: "Flow-log windows with traffic written (empty windows write nothing)."}
+		w.Add(float64(windows))
+		m := metrics.Family{Name: "wgsidecar_flowlog_messages_total", Type: metrics.Counter, Help: "Flow-log messages written (a large window is split into several)."}
+		m.Add(float64(messages))
+		fams = append(fams, w, m)
+		// Early cuts are counted inside the flow logger; the family
+		// appears once netlog.Logger has an EarlyCuts method.
+		if ec, ok := any(n.flows).(interface{ EarlyCuts() uint64 }); ok {
+			e := metrics.Family{Name: "wgsidecar_flowlog_early_cuts_total", Type: metrics.Counter, Help: "Flow-log windows cut before their time because a flow table filled up."}
+			e.Add(float64(ec.EarlyCuts()))
+			fams = append(fams, e)
+		}
+	}
+
+	open := metrics.Family{Name: "wgsidecar_forward_open_connections", Type: metrics.Gauge, Help: "Connections (UDP: sessions) a forward or proxy has open."}
+	accepted := metrics.Family{Name: "wgsidecar_forward_connections_total", Type: metrics.Counter, Help: "Connections (UDP: sessions) a forward or proxy has accepted."}
+	for _, l := range n.listenerSnapshot() {
+		if l.conns == nil {
+			continue
+		}
+		o, a := l.conns()
+		open.Add(float64(o), "kind", l.kind, "listen", l.listen)
+		accepted.Add(float64(a), "kind", l.kind, "listen", l.listen)
+	}
+	return append(fams, open, accepted)
+}
+
+// recentFlows is a flow-log sink that counts the windows and messages
+// written and, when keep is set, keeps the latest window's messages. It is
+// safe for concurrent use; Close keeps what it holds readable.
+type recentFlows struct {
+	keep bool // set before the flow log starts
+
+	mu        sync.Mutex
+	lastStart time.Time        // start of the latest window
+	last      []netlog.Message // its messages when kept; never modified, only replaced
+	windows   uint64
+	messages  uint64
+}
+
+var _ netlog.Sink = (*recentFlows)(nil)
+
+func (r *recentFlows) Write(ctx context.Context, m *netlog.Message) error {
+	var c netlog.Message
+	if r.keep {
+		c = *m
+		c.VirtualTraffic = slices.Clone(m.VirtualTraffic)
+		c.SubnetTraffic = slices.Clone(m.SubnetTraffic)
+		c.ExitTraffic = slices.Clone(m.ExitTraffic)
+		c.PhysicalTraffic = slices.Clone(m.PhysicalTraffic)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.messages++
+	// The messages of one window (split for size) come one after another
+	// and share its start.
+	newWindow := r.windows == 0 || !r.lastStart.Equal(m.Start)
+	if newWindow {
+		r.windows++
+		r.lastStart = m.Start
+	}
+	if !r.keep {
+		return nil
+	}
+	if newWindow {
+		r.last = []netlog.Message{c}
+	} else {
+		// Copy on write: a snapshot handed out is never changed.
+		r.last = append(slices.Clip(r.last), c)
+	}
+	return nil
+}
+
+func (r *recentFlows) Close() error { return nil }
+
+// snapshot returns the latest window's messages (not to be modified) and
+// the counts.
+func (r *recentFlows) snapshot() (last []netlog.Message, windows, messages uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last, r.windows, r.messages
+}
