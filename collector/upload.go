@@ -1,0 +1,314 @@
+package collector
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+const (
+	// MaxEntryBytes bounds one entry of an upload as received. It is
+	// twice what the logtail client sends.
+	MaxEntryBytes = 2 << 20
+	// entryOverhead is what an entry costs in memory beyond its JSON; it
+	// counts against MaxDecodedBytes, so that an upload of many tiny
+	// entries is bounded too.
+	entryOverhead = 128
+	// maxWindow bounds a zstd window: the limit RFC 9659 sets for zstd as
+	// an HTTP content coding.
+	maxWindow = 8 << 20
+)
+
+// An httpError is a refusal: an HTTP status and a message for the client.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.code, e.msg) }
+
+func badRequest(format string, args ...any) *httpError {
+	return &httpError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+func tooLarge(format string, args ...any) *httpError {
+	return &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf(format, args...)}
+}
+
+// handleUpload serves POST /c/{collection}/{privateID}.
+func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
+	coll := r.PathValue("collection")
+	if herr := s.checkCollection(coll); herr != nil {
+		s.refuse(w, r, herr)
+		return
+	}
+	var priv [32]byte
+	if id := r.PathValue("id"); len(id) != 64 || hexDecode(priv[:], id) != nil {
+		s.refuse(w, r, badRequest("the private ID must be 64 hexadecimal digits"))
+		return
+	}
+	if r.ContentLength > s.maxBody {
+		s.refuse(w, r, tooLarge("body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody))
+		return
+	}
+	// The body as sent is read whole first (at most MaxBodyBytes): a slow
+	// client then holds no decoding slot.
+	body := &limitReader{r: http.MaxBytesReader(w, r.Body, s.maxBody), n: s.maxBody}
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		if body.exceeded {
+			s.refuse(w, r, tooLarge("body is over the limit of %d bytes", s.maxBody))
+		} else {
+			s.refuse(w, r, badRequest("cannot read the body: %v", err))
+		}
+		return
+	}
+	// Bound the memory of uploads being decoded: each may hold up to
+	// MaxDecodedBytes of entries.
+	select {
+	case s.uploads <- struct{}{}:
+		defer func() { <-s.uploads }()
+	case <-r.Context().Done():
+		return
+	}
+	var src io.Reader
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+		src = bytes.NewReader(raw)
+	case "zstd":
+		// A bytes.Reader, not a bytes.Buffer: the decoder would decode a
+		// Buffer in one piece rather than as a stream.
+		dec := s.getDecoder(bytes.NewReader(raw))
+		defer s.putDecoder(dec)
+		src = zstdReader{dec}
+	default:
+		s.refuse(w, r, &httpError{http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Encoding %q (want zstd or identity)", enc)})
+		return
+	}
+
+	template := Entry{Collection: coll, Stream: sha256.Sum256(priv[:]), Logged: s.now().UTC()}
+	entries, err := parseUpload(src, s.maxDecoded, template)
+	if err != nil {
+		s.refuse(w, r, asHTTPError(err))
+		return
+	}
+	stored, err := s.store.Put(r.Context(), entries)
+	if err != nil {
+		s.log.Error("collector: storing an upload failed", "collection", coll, "entries", len(entries), "err", err)
+		s.refuse(w, r, &httpError{http.StatusServiceUnavailable, "storage failed; try again"})
+		return
+	}
+	s.log.Debug("collector: upload stored", "collection", coll, "stream", hex.EncodeToString(template.Stream[:8]),
+		"entries", len(entries), "duplicates", len(entries)-stored)
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"stored":%d,"duplicates":%d}`+"\n", stored, len(entries)-stored)
+}
+
+// refuse answers with an error and logs it at debug level. It never logs
+// the request path, which holds a private ID.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, herr *httpError) {
+	s.log.Debug("collector: request refused", "method", r.Method, "remote", r.RemoteAddr, "status", herr.code, "reason", herr.msg)
+	if herr.code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	http.Error(w, herr.msg, herr.code)
+}
+
+// parseUpload reads a JSON array of objects from src, which must hold no
+// more than maxDecoded bytes, and returns one stamped Entry per object,
+// each a copy of template with the entry's fields filled. It decodes one
+// entry at a time and refuses an entry over MaxEntryBytes as soon as it is
+// read past that size, so a decompression bomb costs no more memory than
+// one entry. Its errors are *httpError.
+func parseUpload(src io.Reader, maxDecoded int64, template Entry) ([]Entry, error) {
+	lr := &entryLimitReader{r: src, max: maxDecoded, maxAhead: MaxEntryBytes + 64<<10}
+	dec := json.NewDecoder(lr)
+	lr.dec = dec
+	fail := func(err error) error {
+		switch {
+		case lr.overMax:
+			return tooLarge("decoded body is over the limit of %d bytes", maxDecoded)
+		case lr.overEntry:
+			return tooLarge("an entry is over the limit of %d bytes", MaxEntryBytes)
+		}
+		return asHTTPError(err)
+	}
+
+	tok, err := dec.Token()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, badRequest("empty body (want a JSON array of objects)")
+		}
+		return nil, fail(err)
+	}
+	if tok != json.Delim('[') {
+		return nil, badRequest("body is not a JSON array")
+	}
+	st := newStamper(template.Logged)
+	var entries []Entry
+	var raw json.RawMessage
+	var used int64
+	for dec.More() {
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fail(err)
+		}
+		if raw[0] != '{' {
+			return nil, badRequest("entry %d is not a JSON object", len(entries))
+		}
+		if len(raw) > MaxEntryBytes {
+			return nil, tooLarge("entry %d is over the limit of %d bytes", len(entries), MaxEntryBytes)
+		}
+		e := template
+		if err := st.stamp(&e, raw); err != nil {
+			return nil, badRequest("entry %d: %v", len(entries), err)
+		}
+		if used += int64(len(e.JSON) + entryOverhead); used > maxDecoded {
+			return nil, tooLarge("decoded entries are over the limit of %d bytes (an entry counts %d bytes more than its length)", maxDecoded, entryOverhead)
+		}
+		entries = append(entries, e)
+	}
+	if _, err := dec.Token(); err != nil { // ]
+		return nil, fail(err)
+	}
+	switch _, err := dec.Token(); {
+	case errors.Is(err, io.EOF):
+	case err == nil:
+		return nil, badRequest("data after the JSON array")
+	default:
+		return nil, fail(err)
+	}
+	return entries, nil
+}
+
+// asHTTPError turns a decoding error into a refusal.
+func asHTTPError(err error) *httpError {
+	var (
+		herr  *httpError
+		zerr  zstdError
+		syn   *json.SyntaxError
+		maxBE *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &herr):
+		return herr
+	case errors.As(err, &maxBE):
+		return tooLarge("body is over the limit of %d bytes", maxBE.Limit)
+	case errors.As(err, &zerr):
+		if errors.Is(zerr.err, zstd.ErrWindowSizeExceeded) || errors.Is(zerr.err, zstd.ErrDecoderSizeExceeded) {
+			return tooLarge("zstd frame needs more memory than allowed (window over %d bytes or content over the limit)", maxWindow)
+		}
+		return badRequest("body is not valid zstd: %v", zerr.err)
+	case errors.As(err, &syn):
+		return badRequest("body is not valid JSON: %v (at byte %d)", syn, syn.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return badRequest("body ends in the middle of the JSON array")
+	}
+	return badRequest("cannot read the body: %v", err)
+}
+
+// limitReader reads at most n bytes from r and notes whether r held more.
+type limitReader struct {
+	r        io.Reader
+	n        int64
+	exceeded bool
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	var maxBE *http.MaxBytesError
+	if l.n < 0 || errors.As(err, &maxBE) {
+		l.exceeded = true
+		if err == nil {
+			err = errors.New("body too large")
+		}
+	}
+	return n, err
+}
+
+// entryLimitReader feeds a json.Decoder: it stops once more than max bytes
+// were read in all, or once the decoder holds more than maxAhead bytes it
+// has not consumed (one entry that is too long).
+type entryLimitReader struct {
+	r         io.Reader
+	dec       *json.Decoder
+	max       int64
+	maxAhead  int64
+	read      int64
+	overMax   bool
+	overEntry bool
+}
+
+var errLimit = errors.New("upload limit reached")
+
+func (l *entryLimitReader) Read(p []byte) (int, error) {
+	if l.read > l.max {
+		l.overMax = true
+		return 0, errLimit
+	}
+	if l.read-l.dec.InputOffset() > l.maxAhead {
+		l.overEntry = true
+		return 0, errLimit
+	}
+	p = p[:min(int64(len(p)), l.max+1-l.read)]
+	n, err := l.r.Read(p)
+	l.read += int64(n)
+	return n, err
+}
+
+// zstdReader marks the errors of a zstd decoder as such.
+type zstdReader struct{ d *zstd.Decoder }
+
+type zstdError struct{ err error }
+
+func (e zstdError) Error() string { return "zstd: " + e.err.Error() }
+func (e zstdError) Unwrap() error { return e.err }
+
+func (z zstdReader) Read(p []byte) (int, error) {
+	n, err := z.d.Read(p)
+	if err != nil && err != io.EOF {
+		err = zstdError{err}
+	}
+	return n, err
+}
+
+// getDecoder returns a pooled zstd decoder reading from r. The decoders
+// run synchronously (concurrency 1), so an idle one holds no goroutine.
+func (s *Server) getDecoder(r io.Reader) *zstd.Decoder {
+	if d, ok := s.decoders.Get().(*zstd.Decoder); ok {
+		if d.Reset(r) == nil {
+			return d
+		}
+	}
+	d, err := zstd.NewReader(r,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxWindow(maxWindow),
+		zstd.WithDecoderMaxMemory(uint64(s.maxDecoded)),
+		zstd.WithDecoderLowmem(true))
+	if err != nil {
+		panic(err) // only bad options fail
+	}
+	return d
+}
+
+func (s *Server) putDecoder(d *zstd.Decoder) {
+	d.Reset(nil)
+	s.decoders.Put(d)
+}
+
+func hexDecode(dst []byte, s string) error {
+	_, err := hex.Decode(dst, []byte(s))
+	return err
+}
+
+// now returns the collector's clock.
+func (s *Server) now() time.Time { return s.cfg.Now() }
