@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/wgsidecar/sidecar/classify"
+	"github.com/wgsidecar/sidecar/logtail"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wrap"
@@ -20,12 +22,19 @@ import (
 // section or Options.FlowSink is set.
 func (n *Node) startFlowLog() error {
 	fl := n.cfg.FlowLog
-	if fl == nil && n.opts.FlowSink == nil {
+	if fl == nil && n.opts.FlowSink == nil && n.cfg.LogStream == nil {
 		return nil
 	}
 	var sinks []netlog.Sink
 	if n.opts.FlowSink != nil {
 		sinks = append(sinks, n.opts.FlowSink)
+	}
+	if ls := n.cfg.LogStream; ls != nil {
+		stream, err := n.openLogStream(ls)
+		if err != nil {
+			return err
+		}
+		sinks = append(sinks, netlog.NewStreamSink(stream, 5*time.Second))
 	}
 	cfg := netlog.Config{NodeID: NodeID(n.public), PeerOf: n.peerOfEndpoint}
 	if fl != nil {
@@ -47,7 +56,7 @@ func (n *Node) startFlowLog() error {
 		}
 	}
 	if len(sinks) == 0 {
-		n.log.Warn("flow log has no output: set [FlowLog] Output")
+		n.log.Warn("flow log has no output: set [FlowLog] Output or [LogStream]")
 		return nil
 	}
 	// The control socket's latest window and the metrics' window counts;
@@ -65,6 +74,43 @@ func (n *Node) startFlowLog() error {
 	}
 	n.log.Info("flow log on", "node_id", cfg.NodeID, "window", cfg.Window.String())
 	return nil
+}
+
+// openLogStream starts the upload of the flow log to a collector
+// ([LogStream]), with its disk buffer.
+func (n *Node) openLogStream(ls *wgconf.LogStream) (*logtail.Logger, error) {
+	priv, err := logtail.ParsePrivateID(ls.PrivateID)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: [LogStream] PrivateID: %w", err)
+	}
+	cfg := logtail.Config{
+		BaseURL: ls.URL, Collection: ls.Collection, PrivateID: priv,
+		BufferDir: ls.BufferDir, MaxBuffer: ls.MaxBuffer,
+		Logger: n.log.With("component", "logtail"),
+	}
+	if ls.CopyID != "" {
+		c, err := logtail.ParsePrivateID(ls.CopyID)
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: [LogStream] CopyID: %w", err)
+		}
+		cfg.CopyID = &c
+	}
+	if cfg.BufferDir == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			dir = os.TempDir()
+		}
+		cfg.BufferDir = filepath.Join(dir, "wgsidecar", "logtail")
+	}
+	if n.opts.LogStreamFlush > 0 {
+		cfg.FlushInterval = n.opts.LogStreamFlush
+	}
+	l, err := logtail.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: [LogStream]: %w", err)
+	}
+	n.log.Info("log stream on", "collector", ls.URL, "collection", ls.Collection, "stream", priv.Public().String(), "buffer", cfg.BufferDir)
+	return l, nil
 }
 
 // shutdownFlowLog writes the last window; the tunnel must still be up.

@@ -66,6 +66,10 @@ type Options struct {
 	// counting wrapper see it: a place to capture or inspect every IP
 	// packet (the wrapper must pass packets through unchanged).
 	WrapTUN func(tun.Device) tun.Device
+	// LogStreamFlush, if set, is how long a flow-log entry may wait
+	// before its upload to the [LogStream] collector (logtail's default,
+	// 1 s, when zero).
+	LogStreamFlush time.Duration
 }
 
 // Node is one running sidecar. Its methods are safe for concurrent use.
@@ -212,7 +216,6 @@ func inactiveSections(cfg *wgconf.Config) []string {
 	add(len(cfg.Socks5) > 0, "[Socks5]")
 	add(len(cfg.HTTP) > 0, "[http]")
 	add(len(cfg.SNI) > 0, "[SNI]")
-	add(cfg.LogStream != nil, "[LogStream]")
 	return out
 }
 

@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/wgsidecar/sidecar"
-	"github.com/wgsidecar/sidecar/netlog"
+	"github.com/wgsidecar/sidecar/collector"
+	"github.com/wgsidecar/sidecar/logtail"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -32,14 +36,34 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	var sinks [2]netlog.MemorySink
-	a, b, err := demoPair(log, &sinks)
+	// A collector first: the nodes ship their flow logs to it.
+	dir, err := os.MkdirTemp("", "wgsidecar-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	token := fmt.Sprintf("demo-%d", time.Now().UnixNano())
+	coll, err := collector.Open(collector.Config{DataDir: filepath.Join(dir, "collector"), Token: token})
+	if err != nil {
+		return err
+	}
+	defer coll.Close()
+	cln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	go coll.Serve(cln)
+	collectorURL := "http://" + cln.Addr().String()
+
+	a, b, err := demoPair(log, collectorURL, dir)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
 	defer b.Close()
-	fmt.Fprintln(stdout, "wgsidecar demo: two nodes in one process, joined by WireGuard over UDP on 127.0.0.1")
+	started := time.Now()
+	fmt.Fprintln(stdout, "wgsidecar demo: two nodes and a collector in one process, the nodes joined by WireGuard over UDP on 127.0.0.1")
+	fmt.Fprintf(stdout, "  collector: %s (data in %s)\n", collectorURL, dir)
 	for _, n := range []struct {
 		name string
 		node *sidecar.Node
@@ -125,21 +149,60 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("b received %d bytes; want %d", n, *size)
 	}
 
-	// End the flow-log window on both nodes and print what they logged.
-	fmt.Fprintln(stdout, "\nFlow log (one JSON message per node per window; virtual = tunnel packets, physical = UDP datagrams):")
-	for i, node := range []*sidecar.Node{a, b} {
+	// End the flow-log window on both nodes: each sends its message to
+	// the collector, which stamps it "logged"; read them back.
+	for _, node := range []*sidecar.Node{a, b} {
 		if err := node.CutFlows(ctx); err != nil {
 			return err
 		}
-		for _, m := range sinks[i].Messages() {
-			line, err := json.Marshal(m)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "%s\n", line)
+	}
+	query := fmt.Sprintf("%s/api/v1/logs?collection=demo&start=%s&end=%s", collectorURL,
+		started.Add(-time.Minute).UTC().Format(time.RFC3339Nano), time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano))
+	var logs []json.RawMessage
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		logs, err = queryLogs(ctx, query, token)
+		if err != nil {
+			return err
 		}
+		if len(logs) >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Fprintf(stdout, "\nFlow log, as the collector returns it (GET /api/v1/logs?collection=demo&start=…&end=…):\n")
+	fmt.Fprintln(stdout, "one JSON message per node per window; virtual = tunnel packets, physical = UDP datagrams")
+	for _, l := range logs {
+		fmt.Fprintf(stdout, "%s\n", l)
+	}
+	if len(logs) < 2 {
+		return fmt.Errorf("the collector holds %d flow-log messages; want one per node", len(logs))
 	}
 	return nil
+}
+
+// queryLogs asks the collector for the stored flow logs.
+func queryLogs(ctx context.Context, url, token string) ([]json.RawMessage, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("collector query: %s: %s", resp.Status, b)
+	}
+	var out struct {
+		Logs []json.RawMessage `json:"logs"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	return out.Logs, nil
 }
 
 type zeros struct{}
@@ -160,9 +223,9 @@ func demoGet(ctx context.Context, n *sidecar.Node, url string) (string, error) {
 	return string(b), err
 }
 
-// demoPair starts two nodes with generated keys, flow logs into sinks,
-// and peers them.
-func demoPair(log *slog.Logger, sinks *[2]netlog.MemorySink) (*sidecar.Node, *sidecar.Node, error) {
+// demoPair starts two nodes with generated keys, each shipping its flow
+// log to the collector, and peers them.
+func demoPair(log *slog.Logger, collectorURL, dir string) (*sidecar.Node, *sidecar.Node, error) {
 	var nodes [2]*sidecar.Node
 	var keys [2]wgconf.PrivateKey
 	addrs := [2][]netip.Prefix{
@@ -175,9 +238,19 @@ func demoPair(log *slog.Logger, sinks *[2]netlog.MemorySink) (*sidecar.Node, *si
 			return nil, nil, err
 		}
 		keys[i] = k
-		n, err := sidecar.Start(&wgconf.Config{Interface: wgconf.Interface{
-			PrivateKey: k, MTU: 1420, Addresses: addrs[i],
-		}}, sidecar.Options{Logger: log.With("node", string(rune('a'+i))), FlowSink: &sinks[i]})
+		stream, err := logtail.NewPrivateID()
+		if err != nil {
+			return nil, nil, err
+		}
+		name := string(rune('a' + i))
+		n, err := sidecar.Start(&wgconf.Config{
+			Interface: wgconf.Interface{PrivateKey: k, MTU: 1420, Addresses: addrs[i]},
+			FlowLog:   &wgconf.FlowLog{Window: time.Hour, NodeID: "demo-" + name},
+			LogStream: &wgconf.LogStream{
+				URL: collectorURL, Collection: "demo", PrivateID: stream.Hex(),
+				BufferDir: filepath.Join(dir, "buffer-"+name),
+			},
+		}, sidecar.Options{Logger: log.With("node", name), LogStreamFlush: 20 * time.Millisecond})
 		if err != nil {
 			if i == 1 {
 				nodes[0].Close()

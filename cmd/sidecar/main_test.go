@@ -198,6 +198,7 @@ func TestDemo(t *testing.T) {
 		`GET http://[fd00:99::2]/`, `you are [fd00:99::1]:`,
 		"ping 10.99.0.2", "ping fd00:99::2",
 		"b received 4194304 bytes",
+		`"nodeId":"demo-a","logged":"`, `"nodeId":"demo-b","logged":"`, `"proc_seq":1`,
 		`"virtualTraffic":[`, `{"proto":6,"src":"10.99.0.1:`,
 		`"physicalTraffic":[{"proto":0,"src":"10.99.0.2:0","dst":"127.0.0.1:`,
 		`{"proto":6,"src":"10.99.0.2:80","dst":"10.99.0.1:`,
