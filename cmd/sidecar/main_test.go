@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgsidecar/sidecar/logtail"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -281,5 +285,84 @@ Target = 10.99.0.1:22
 	}
 	if err != nil || string(out) != "SSH-2.0 HELLO THROUGH THE TUNNEL\n" {
 		t.Fatalf("stdout %q, err %v; stderr:\n%s", out, err, stderr.String())
+	}
+}
+
+// TestCollectCommand runs `sidecar collect` as a real process, uploads
+// entries to it with the log stream client, reads them back with the
+// token, is refused without it, and stops it with SIGTERM.
+func TestCollectCommand(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := writeFile(t, "token", "s3cret-token\n")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(os.Args[0], "collect", "--listen", addr, "--data", filepath.Join(dir, "data"), "--token-file", tokenFile)
+	cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	base := "http://" + addr
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if resp, err := http.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("collector did not come up; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	id, _ := logtail.NewPrivateID()
+	lt, err := logtail.New(logtail.Config{BaseURL: base, Collection: "test", PrivateID: id, BufferDir: filepath.Join(dir, "buf"), FlushInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Minute)
+	for i := range 3 {
+		if err := lt.Write([]byte(fmt.Sprintf(`{"nodeId":"n1","i":%d}`, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := lt.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("%s/api/v1/logs?collection=test&start=%s&end=%s&node=n1", base,
+		start.UTC().Format(time.RFC3339Nano), time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano))
+	get := func(token string) (int, string) {
+		req, _ := http.NewRequest("GET", url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get(""); code != 401 {
+		t.Errorf("read without token: %d; want 401", code)
+	}
+	code, body := get("s3cret-token")
+	if code != 200 || strings.Count(body, `"nodeId":"n1"`) != 3 || !strings.Contains(body, `"logged":"`) {
+		t.Errorf("read: %d %s", code, body)
+	}
+	if strings.Contains(stderr.String(), "s3cret-token") || strings.Contains(stderr.String(), id.Hex()) {
+		t.Error("a secret appears in the collector's log")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("collector after SIGTERM: %v; stderr:\n%s", err, stderr.String())
 	}
 }
