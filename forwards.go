@@ -8,9 +8,11 @@ import (
 	"slices"
 
 	"github.com/wgsidecar/sidecar/forward"
+	"github.com/wgsidecar/sidecar/proxy"
 )
 
-// startForwards starts the file's forwards: local-to-tunnel TCP
+// startForwards starts the file's proxies ([Socks5], [http]) and forwards:
+// local-to-tunnel TCP
 // ([TCPClientTunnel]) and UDP ([UDPProxyTunnel]) listeners on the host, and
 // the tunnel-side server for tunnel-to-local forwards ([TCPServerTunnel],
 // [UDPServerTunnel]) and served subnets or exit ([Serve]).
@@ -33,6 +35,31 @@ func (n *Node) startForwards() error {
 		n.closers = append(n.closers, f)
 		n.registerListener("udp local-to-tunnel", f.Addr().String(), t.Target, f.Conns)
 		n.log.Info("forward on", "kind", "udp local-to-tunnel", "listen", f.Addr().String(), "target", t.Target)
+	}
+	for _, p := range cfg.Socks5 {
+		s, err := proxy.ListenSOCKS5(proxy.SOCKS5Config{
+			BindAddress: hostBind(p.BindAddress), Username: p.Username, Password: p.Password, Logger: n.log,
+		}, n)
+		if err != nil {
+			return fmt.Errorf("sidecar: [Socks5] %s: %w", p.BindAddress, err)
+		}
+		n.closers = append(n.closers, s)
+		n.registerListener("socks5", s.Addr().String(), "", nil)
+		n.log.Info("proxy on", "kind", "socks5", "listen", s.Addr().String(), "auth", p.Username != "")
+	}
+	for _, p := range cfg.HTTP {
+		if p.CertFile != "" || p.KeyFile != "" {
+			return fmt.Errorf("sidecar: [http] %s: CertFile/KeyFile (an HTTPS proxy) is not supported yet", p.BindAddress)
+		}
+		s, err := proxy.ListenHTTP(proxy.HTTPConfig{
+			BindAddress: hostBind(p.BindAddress), Username: p.Username, Password: p.Password, Logger: n.log,
+		}, n)
+		if err != nil {
+			return fmt.Errorf("sidecar: [http] %s: %w", p.BindAddress, err)
+		}
+		n.closers = append(n.closers, s)
+		n.registerListener("http", s.Addr().String(), "", nil)
+		n.log.Info("proxy on", "kind", "http", "listen", s.Addr().String(), "auth", p.Username != "")
 	}
 	srv := &forward.Server{TCP: map[uint16]string{}, UDP: map[uint16]string{}, Log: n.log}
 	for _, t := range cfg.TCPServerTunnels {

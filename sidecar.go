@@ -213,8 +213,6 @@ func inactiveSections(cfg *wgconf.Config) []string {
 			out = append(out, name)
 		}
 	}
-	add(len(cfg.Socks5) > 0, "[Socks5]")
-	add(len(cfg.HTTP) > 0, "[http]")
 	add(len(cfg.SNI) > 0, "[SNI]")
 	return out
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wgsidecar/sidecar/relay"
 )
 
 // Dialer reaches the tunnel; a sidecar node is one.
@@ -103,7 +105,7 @@ func (f *TCPForward) serve() {
 				return
 			}
 			defer f.conns.remove(t)
-			Relay(c, t)
+			relay.Conns(c, t, nil)
 		}()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar/netstack"
+	"github.com/wgsidecar/sidecar/relay"
 )
 
 // Server decides what happens to connections and datagrams that reach the
@@ -116,7 +117,7 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 	s.conns.wg.Add(1)
 	go func() {
 		defer s.conns.wg.Done()
-		Relay(c, host)
+		relay.Conns(c, host, nil)
 		s.conns.remove(c)
 		s.conns.remove(host)
 	}()

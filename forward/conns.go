@@ -12,55 +12,9 @@ package forward
 import (
 	"errors"
 	"io"
-	"net"
 	"sync"
 	"syscall"
 )
-
-// closeWriter is implemented by TCP connections of both networks
-// (*net.TCPConn and gVisor's gonet.TCPConn).
-type closeWriter interface{ CloseWrite() error }
-
-// Relay copies a to b and b to a until both directions end, then closes
-// both. An end of stream in one direction is passed on as a half-close
-// (CloseWrite), so a client that shuts down writing still gets the whole
-// answer; an error in one direction aborts both. It returns the bytes
-// copied each way.
-func Relay(a, b net.Conn) (aToB, bToA int64) {
-	var wg sync.WaitGroup
-	wg.Go(func() { aToB = pipe(b, a) })
-	bToA = pipe(a, b)
-	wg.Wait()
-	a.Close()
-	b.Close()
-	return aToB, bToA
-}
-
-// pipe copies src to dst, then half-closes dst.
-func pipe(dst, src net.Conn) int64 {
-	buf := bufPool.Get().(*[]byte)
-	n, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *buf)
-	bufPool.Put(buf)
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		// A reset or a failed write: nothing more will cross either way.
-		src.Close()
-		dst.Close()
-		return n
-	}
-	if cw, ok := dst.(closeWriter); ok {
-		cw.CloseWrite()
-	} else {
-		dst.Close()
-	}
-	return n
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-// onlyReader and onlyWriter hide ReadFrom/WriteTo so that io.CopyBuffer
-// uses the pooled buffer rather than a splice path that allocates its own.
-type onlyReader struct{ io.Reader }
-type onlyWriter struct{ io.Writer }
 
 // refused reports whether err means the target actively refused (RST or
 // ICMP unreachable), as opposed to a timeout.

@@ -1,0 +1,338 @@
+package sidecar_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/proxy"
+	"github.com/wgsidecar/sidecar/sidecartest"
+)
+
+// proxyPeers starts two nodes; node b serves HTTP on port 80 ("b answers
+// HOST") and a UDP echo on port 7 ("echo:DATA") on both its tunnel
+// addresses. The test fails if anything is left running at its end.
+func proxyPeers(t *testing.T) (a, b *sidecar.Node) {
+	t.Helper()
+	t.Cleanup(leaktest.Check(t)) // registered first, so it runs last
+	a, b = sidecartest.NewPair(t)
+	var wg sync.WaitGroup
+	ln, err := b.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "b answers %s", r.Host)
+	})}
+	wg.Go(func() { srv.Serve(ln) })
+	pc, err := b.ListenPacket("udp", ":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+		}
+	})
+	t.Cleanup(func() {
+		srv.Close()
+		pc.Close()
+		wg.Wait()
+	})
+	return a, b
+}
+
+// proxyCurl runs the real curl, ignoring the user's settings.
+func proxyCurl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	path, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, append([]string{"-q", "--silent", "--show-error", "--max-time", "30"}, args...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("curl %v: %w: %s", args, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return string(out), nil
+}
+
+// socksAddrBytes encodes ap as a SOCKS5 address (ATYP, address, port).
+func socksAddrBytes(ap netip.AddrPort) []byte {
+	b := []byte{0x01}
+	if ap.Addr().Is6() {
+		b[0] = 0x04
+	}
+	b = append(b, ap.Addr().AsSlice()...)
+	return binary.BigEndian.AppendUint16(b, ap.Port())
+}
+
+// socksRequest greets the SOCKS5 proxy on c without authentication and
+// sends a request; it returns the reply code and bound address.
+func socksRequest(c net.Conn, cmd byte, dst netip.AddrPort) (byte, netip.AddrPort, error) {
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	msg := append([]byte{5, 1, 0, 5, cmd, 0}, socksAddrBytes(dst)...)
+	if _, err := c.Write(msg); err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	var hdr [2 + 4]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	if hdr[0] != 5 || hdr[1] != 0 || hdr[2] != 5 {
+		return 0, netip.AddrPort{}, fmt.Errorf("bad answer %x", hdr)
+	}
+	n := 4
+	if hdr[5] == 0x04 {
+		n = 16
+	}
+	rest := make([]byte, n+2)
+	if _, err := io.ReadFull(c, rest); err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	ip, _ := netip.AddrFromSlice(rest[:n])
+	return hdr[3], netip.AddrPortFrom(ip, binary.BigEndian.Uint16(rest[n:])), nil
+}
+
+func TestProxySOCKS5ThroughTunnel(t *testing.T) {
+	a, _ := proxyPeers(t)
+	s, err := proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, host := range []string{"10.99.0.2", "[fd00:99::2]"} {
+		out, err := proxyCurl(t, "--socks5-hostname", s.Addr().String(), "http://"+host+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "b answers " + host; out != want {
+			t.Errorf("got %q; want %q", out, want)
+		}
+	}
+
+	// A port nobody listens on: b's stack answers with a RST, which the
+	// client sees as "connection refused" (0x05); an address no peer
+	// routes is unreachable.
+	for _, tc := range []struct {
+		dst  netip.AddrPort
+		want byte
+	}{
+		{netip.MustParseAddrPort("10.99.0.2:81"), 0x05},
+		{netip.MustParseAddrPort("[fd00:99::2]:81"), 0x05},
+		{netip.MustParseAddrPort("10.98.0.1:80"), 0x04},
+	} {
+		c, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, _, err := socksRequest(c, 0x01, tc.dst)
+		c.Close()
+		if err != nil || rep != tc.want {
+			t.Errorf("CONNECT %v: reply %#02x, %v; want %#02x", tc.dst, rep, err, tc.want)
+		}
+	}
+	s.Close()
+}
+
+func TestProxyHTTPThroughTunnel(t *testing.T) {
+	a, _ := proxyPeers(t)
+	s, err := proxy.ListenHTTP(proxy.HTTPConfig{BindAddress: "127.0.0.1:0", Username: "u", Password: "p"}, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	proxyURL := "http://u:p@" + s.Addr().String()
+	for _, host := range []string{"10.99.0.2", "[fd00:99::2]"} {
+		for _, mode := range []string{"forward", "connect"} {
+			args := []string{"-x", proxyURL, "http://" + host + "/"}
+			if mode == "connect" {
+				args = append([]string{"--proxytunnel"}, args...)
+			}
+			out, err := proxyCurl(t, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "b answers " + host; out != want {
+				t.Errorf("%s: got %q; want %q", mode, out, want)
+			}
+		}
+	}
+	out, err := proxyCurl(t, "-x", proxyURL, "-w", " %{http_code}", "http://10.99.0.2:81/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix([]byte(out), []byte(" 502")) || !bytes.Contains([]byte(out), []byte("refused")) {
+		t.Errorf("refused port: %q; want 502 with the reason", out)
+	}
+	s.Close()
+}
+
+func TestProxySOCKS5UDPThroughTunnel(t *testing.T) {
+	a, _ := proxyPeers(t)
+	s, err := proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ctrl, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctrl.Close()
+	rep, relay, err := socksRequest(ctrl, 0x03, pc.LocalAddr().(*net.UDPAddr).AddrPort())
+	if err != nil || rep != 0 {
+		t.Fatalf("UDP ASSOCIATE: reply %#02x, %v", rep, err)
+	}
+	buf := make([]byte, 2048)
+	for _, dst := range []netip.AddrPort{
+		netip.MustParseAddrPort("10.99.0.2:7"),
+		netip.MustParseAddrPort("[fd00:99::2]:7"),
+	} {
+		msg := "hello " + dst.String()
+		pkt := append(append([]byte{0, 0, 0}, socksAddrBytes(dst)...), msg...)
+		// The first datagrams may meet a WireGuard handshake in
+		// progress; send again until an answer comes.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if _, err := pc.WriteToUDPAddrPort(pkt, relay); err != nil {
+				t.Fatal(err)
+			}
+			pc.SetReadDeadline(time.Now().Add(time.Second))
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err == nil {
+				if from != relay {
+					t.Fatalf("answer from %v, not the relay %v", from, relay)
+				}
+				want := append(append([]byte{0, 0, 0}, socksAddrBytes(dst)...), "echo:"+msg...)
+				if !bytes.Equal(buf[:n], want) {
+					t.Errorf("got %q; want %q", buf[:n], want)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no answer from %v: %v", dst, err)
+			}
+		}
+	}
+	ctrl.Close()
+	s.Close()
+}
+
+// TestProxySOCKS5HalfCloseThroughTunnel: the client shuts down writing
+// after its request; the server in the tunnel answers only after seeing
+// that end, and the client receives the whole answer.
+func TestProxySOCKS5HalfCloseThroughTunnel(t *testing.T) {
+	a, b := proxyPeers(t)
+	answer := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
+	ln, err := b.Listen("tcp", ":9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if q, err := io.ReadAll(c); err == nil && string(q) == "question" {
+			c.Write(answer)
+		}
+	})
+	s, err := proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if rep, _, err := socksRequest(c, 0x01, netip.MustParseAddrPort("[fd00:99::2]:9")); err != nil || rep != 0 {
+		t.Fatalf("CONNECT: reply %#02x, %v", rep, err)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, "question")
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, answer) {
+		t.Errorf("got %d bytes; want the whole %d-byte answer", len(got), len(answer))
+	}
+	s.Close()
+}
+
+// TestProxyHTTPCloseWithTunnel closes the proxy while a CONNECT tunnel
+// through the node is open: the client sees the end, nothing is left.
+func TestProxyHTTPCloseWithTunnel(t *testing.T) {
+	a, _ := proxyPeers(t)
+	s, err := proxy.ListenHTTP(proxy.HTTPConfig{BindAddress: "127.0.0.1:0"}, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "CONNECT 10.99.0.2:80 HTTP/1.1\r\nHost: 10.99.0.2:80\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v", err)
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: tunnel\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "b answers tunnel" {
+		t.Errorf("through the tunnel: %q", body)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+		t.Errorf("after Close: %q, %v; want the tunnel closed", rest, err)
+	}
+}

@@ -1,0 +1,107 @@
+// Package relay copies bytes both ways between two connections, passing a
+// half-close on and holding little memory while a connection is idle. It
+// is shared by the proxies and the forwards; it knows nothing of where the
+// connections come from.
+package relay
+
+import (
+	"io"
+	"net"
+	"sync"
+)
+
+// closeWriter is a connection that can shut down its writing side alone:
+// *net.TCPConn on the host, gonet.TCPConn in the tunnel.
+type closeWriter interface{ CloseWrite() error }
+
+// A relay direction reads into a small buffer of its own while traffic
+// is light and borrows a large pooled one while reads keep filling what
+// they are given, so an idle connection holds little memory and a busy
+// one moves data in large pieces.
+const (
+	smallBufSize = 2 << 10
+	relayBufSize = 32 << 10
+)
+
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
+
+// Conns copies client to upstream and upstream to client until both
+// directions have ended, then closes both. prefix is sent upstream ahead
+// of what it reads from client (bytes the client sent early, which the
+// caller already read). The end of one direction's stream is passed on as
+// a half-close, so a client that shuts down writing still receives the
+// whole answer; an error in either direction closes both at once.
+func Conns(client, upstream net.Conn, prefix []byte) {
+	var wg sync.WaitGroup
+	wg.Go(func() { pipe(client, upstream, nil) })
+	pipe(upstream, client, prefix)
+	wg.Wait()
+	client.Close()
+	upstream.Close()
+}
+
+// pipe copies src to dst after prefix. At the end of src it half-closes
+// dst; on an error it closes both, which ends the other direction too.
+func pipe(dst, src net.Conn, prefix []byte) {
+	err := copyStream(dst, src, prefix)
+	if err == nil {
+		cw, ok := dst.(closeWriter)
+		if ok {
+			err = cw.CloseWrite()
+		} else {
+			// dst cannot say "no more" on its own: closing it is
+			// the only way to tell the other end.
+			dst.Close()
+		}
+	}
+	if err != nil {
+		dst.Close()
+		src.Close()
+	}
+}
+
+// copyStream copies prefix and then src to dst until src ends (nil) or
+// fails. It reads into its own buffers: the conns' ReadFrom and WriteTo
+// would allocate one per call when the other side is not of their kind.
+func copyStream(dst, src net.Conn, prefix []byte) error {
+	if len(prefix) > 0 {
+		if _, err := dst.Write(prefix); err != nil {
+			return err
+		}
+	}
+	small := make([]byte, smallBufSize)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			relayBufs.Put(big)
+		}
+	}()
+	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return err
+			}
+		}
+		switch {
+		case big == nil && n == len(small):
+			// More is probably waiting: borrow the large buffer.
+			big = relayBufs.Get().(*[]byte)
+		case big != nil && n < len(*big):
+			// Drained for now: give it back before the next read,
+			// which may wait a long time.
+			relayBufs.Put(big)
+			big = nil
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}

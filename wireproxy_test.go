@@ -1,0 +1,168 @@
+package sidecar_test
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/sidecartest"
+	"github.com/wgsidecar/sidecar/wgconf"
+)
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	if network == "udp" {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		return pc.LocalAddr().(*net.UDPAddr).Port
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestWireproxyStyleFile starts a node from a file in wireproxy's format,
+// with every section it has (plus our UDP tunnel-to-local), and sends real
+// traffic through each: curl through [Socks5] and [http], a TCP and a UDP
+// client through the local-to-tunnel forwards, and the peer through the
+// tunnel-to-local ones.
+func TestWireproxyStyleFile(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed (Debian package curl)")
+	}
+	peer := sidecartest.NewNodes(t, 1, sidecartest.Options{})[0] // 10.99.0.1, fd00:99::1
+	serveHTTP(t, peer, "peer")
+	udp, err := peer.ListenPacket("udp", ":7001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	go func() {
+		buf := make([]byte, 2000)
+		for {
+			n, from, err := udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			udp.WriteTo(bytes.ToUpper(buf[:n]), from)
+		}
+	}()
+	app := hostServer(t)     // for [TCPServerTunnel]
+	udpApp := udpEchoHost(t) // for [UDPServerTunnel]
+	socks, httpPort := freePort(t, "tcp"), freePort(t, "tcp")
+	tcpFwd, udpFwd := freePort(t, "tcp"), freePort(t, "udp")
+	k, _ := wgconf.GeneratePrivateKey()
+	file := fmt.Sprintf(`# wireproxy style
+[Interface]
+Address = 10.99.0.5/32, fd00:99::5/128
+PrivateKey = %s
+DNS = 10.99.0.1
+
+[Peer]
+PublicKey = %s
+AllowedIPs = 10.99.0.1/32, fd00:99::1/128
+Endpoint = 127.0.0.1:%d
+
+[Socks5]
+BindAddress = 127.0.0.1:%d
+Username = alice
+Password = wonderland
+
+[http]
+BindAddress = 127.0.0.1:%d
+
+[TCPClientTunnel]
+BindAddress = 127.0.0.1:%d
+Target = 10.99.0.1:80
+
+[UDPProxyTunnel]
+BindAddress = 127.0.0.1:%d
+Target = 10.99.0.1:7001
+InactivityTimeout = 30
+
+[TCPServerTunnel]
+ListenPort = 8080
+Target = %s
+
+[UDPServerTunnel]
+ListenPort = 5300
+Target = %s
+
+[Resolve]
+ResolveStrategy = ipv4
+`, k.Base64(), peer.PublicKey(), peer.ListenPort(), socks, httpPort, tcpFwd, udpFwd, app, udpApp)
+	cfg, err := wgconf.Parse("wireproxy.conf", []byte(file), wgconf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := sidecar.Start(cfg, sidecar.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	err = peer.SetPeers([]wgconf.Peer{{PublicKey: k.Public(), AllowedIPs: cfg.Interface.Addresses,
+		Endpoint: fmt.Sprintf("127.0.0.1:%d", node.ListenPort())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	curl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("curl", append([]string{"-sS", "--max-time", "20"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Errorf("curl %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	for _, url := range []string{"http://10.99.0.1/", "http://[fd00:99::1]/"} {
+		if got := curl("--socks5-hostname", fmt.Sprintf("127.0.0.1:%d", socks), "--proxy-user", "alice:wonderland", url); !strings.HasPrefix(got, "peer saw ") {
+			t.Errorf("[Socks5] %s: %q", url, got)
+		}
+		if got := curl("-x", fmt.Sprintf("http://127.0.0.1:%d", httpPort), url); !strings.HasPrefix(got, "peer saw ") {
+			t.Errorf("[http] %s: %q", url, got)
+		}
+	}
+	if got := curl(fmt.Sprintf("http://127.0.0.1:%d/", tcpFwd)); !strings.HasPrefix(got, "peer saw 10.99.0.5:") {
+		t.Errorf("[TCPClientTunnel]: %q", got)
+	}
+	c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", udpFwd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("via udp proxy tunnel"))
+	buf := make([]byte, 100)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "VIA UDP PROXY TUNNEL" {
+		t.Errorf("[UDPProxyTunnel]: %q, %v", buf[:n], err)
+	}
+	c.Close()
+
+	// The peer reaches the host apps through the tunnel-to-local forwards.
+	tc, err := peer.Dial("tcp", "10.99.0.5:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendAndSum(t, tc, 1<<20)
+	uc, err := peer.Dial("udp", "10.99.0.5:5300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc.SetDeadline(time.Now().Add(10 * time.Second))
+	uc.Write([]byte("to the host app"))
+	if n, err := uc.Read(buf); err != nil || string(buf[:n]) != "TO THE HOST APP" {
+		t.Errorf("[UDPServerTunnel]: %q, %v", buf[:n], err)
+	}
+	uc.Close()
+}
