@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +36,9 @@ func freePort(t *testing.T, network string) int {
 }
 
 // TestWireproxyStyleFile starts a node from a file in wireproxy's format,
-// with every section it has (plus our UDP tunnel-to-local), and sends real
+// with every section it has (a WGConfig import of a wg-quick file whose key
+// is a $VAR, and our UDP tunnel-to-local besides; [STDIOTunnel] is tested
+// with the binary in cmd/sidecar), and sends real
 // traffic through each: curl through [Socks5] and [http], a TCP and a UDP
 // client through the local-to-tunnel forwards, and the peer through the
 // tunnel-to-local ones.
@@ -64,16 +68,25 @@ func TestWireproxyStyleFile(t *testing.T) {
 	socks, httpPort := freePort(t, "tcp"), freePort(t, "tcp")
 	tcpFwd, udpFwd := freePort(t, "tcp"), freePort(t, "udp")
 	k, _ := wgconf.GeneratePrivateKey()
-	file := fmt.Sprintf(`# wireproxy style
-[Interface]
+	// The user's plain wg-quick file, its key from the environment...
+	dir := t.TempDir()
+	t.Setenv("WGSC_TEST_PRIVATE_KEY", k.Base64())
+	wgQuick := fmt.Sprintf(`[Interface]
 Address = 10.99.0.5/32, fd00:99::5/128
-PrivateKey = %s
+PrivateKey = $WGSC_TEST_PRIVATE_KEY
 DNS = 10.99.0.1
 
 [Peer]
 PublicKey = %s
 AllowedIPs = 10.99.0.1/32, fd00:99::1/128
 Endpoint = 127.0.0.1:%d
+`, peer.PublicKey(), peer.ListenPort())
+	if err := os.WriteFile(filepath.Join(dir, "wg0.conf"), []byte(wgQuick), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// ...imported by the wireproxy file with WGConfig.
+	file := fmt.Sprintf(`# wireproxy style
+WGConfig = wg0.conf
 
 [Socks5]
 BindAddress = 127.0.0.1:%d
@@ -102,8 +115,12 @@ Target = %s
 
 [Resolve]
 ResolveStrategy = ipv4
-`, k.Base64(), peer.PublicKey(), peer.ListenPort(), socks, httpPort, tcpFwd, udpFwd, app, udpApp)
-	cfg, err := wgconf.Parse("wireproxy.conf", []byte(file), wgconf.Options{})
+`, socks, httpPort, tcpFwd, udpFwd, app, udpApp)
+	path := filepath.Join(dir, "wireproxy.conf")
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := wgconf.ParseFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
