@@ -214,6 +214,7 @@ func inactiveSections(cfg *wgconf.Config) []string {
 		}
 	}
 	add(len(cfg.SNI) > 0, "[SNI]")
+	add(len(cfg.Interface.CheckAlive) > 0, "[Interface] CheckAlive")
 	return out
 }
 
