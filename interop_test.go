@@ -62,7 +62,9 @@ const (
 //
 // Its subtest FlowLogTruth then checks the sidecar's flow log (a [FlowLog]
 // section of the same file) against counts taken on the kernel side alone:
-// see interopFlowLogTruth.
+// see interopFlowLogTruth. Its subtest Forwards checks the file's
+// [TCPServerTunnel] and [Socks5] sections against the same peer: see
+// interopForwards.
 func TestInteropKernelWireGuard(t *testing.T) {
 	switch role := os.Getenv(interopRoleEnv); role {
 	case "":
@@ -233,8 +235,9 @@ Endpoint = %s:%d
 [FlowLog]
 Window = 1h
 Output = %s
-`, sidecarPriv.Base64(), interopTunA4, interopTunA6, interopPortA,
-		kernelPub, psk.Base64(), interopTunB4, interopTunB6, interopUnderB, interopPortB, flowFile))
+%s`, sidecarPriv.Base64(), interopTunA4, interopTunA6, interopPortA,
+		kernelPub, psk.Base64(), interopTunB4, interopTunB6, interopUnderB, interopPortB, flowFile,
+		interopForwardSections()))
 	sc := interopStart(ctx, t, "sidecar", []string{interopRoleEnv + "=sidecar", interopConfigEnv + "=" + sidecarConf},
 		"ip", "netns", "exec", nsA, self, "-test.run=^TestInteropKernelWireGuard$", "-test.timeout=120s")
 	t.Cleanup(func() { sc.stop(t, syscall.SIGKILL) })
@@ -346,6 +349,13 @@ Output = %s
 		})
 	})
 
+	// 6. The file's forwards with the same peer: a tunnel-to-local
+	// forward to an app on nsA's loopback and the SOCKS5 proxy. After the
+	// flow-log truth test, whose window must hold only its own traffic.
+	t.Run("Forwards", func(t *testing.T) {
+		interopForwards(ctx, t, interopForwardEnv{nsA: nsA, nsB: nsB, dir: dir})
+	})
+
 	// The sidecar shuts down cleanly when its stdin closes.
 	sc.stdin.Close()
 	sc.expect(t, "CLOSED", 10*time.Second)
@@ -381,12 +391,15 @@ func interopExpectSidecarTraffic(t *testing.T, sc *interopProc) {
 }
 
 // interopSidecarChild is the sidecar, run in nsA: it starts a node from the
-// file it is given, serves HTTP on tunnel port 80, then talks to the kernel
+// file it is given, serves HTTP on tunnel port 80 (and, as the local app of
+// its tunnel-to-local forward, on nsA's loopback), then talks to the kernel
 // side and reports on stdout lines starting with interopMark. Afterwards it
 // obeys commands, one a line on its stdin (see interopSidecarCommands),
 // until stdin closes.
 func interopSidecarChild(t *testing.T) {
 	report := func(format string, args ...any) { fmt.Printf(interopMark+format+"\n", args...) }
+	stopApp := interopServeHTTP(t, "local app", net.JoinHostPort("127.0.0.1", strconv.Itoa(interopLocalAppPort)))
+	defer stopApp()
 	cfg, err := wgconf.ParseFile(os.Getenv(interopConfigEnv))
 	if err != nil {
 		t.Fatalf("parse config: %v", err)
@@ -532,7 +545,8 @@ func interopDialEcho(node *sidecar.Node, target string) (string, error) {
 }
 
 // interopKernelServerChild is the TCP server on the kernel's stack in nsB:
-// for every connection it answers one line, naming the peer it saw. It
+// for every connection it answers one line, naming the peer it saw. Beside
+// it, on interopKernelHTTPPort, an HTTP server for the forwards test. It
 // stops when its stdin closes.
 func interopKernelServerChild(t *testing.T) {
 	ln, err := net.Listen("tcp", net.JoinHostPort("::", strconv.Itoa(interopTCPPort)))
@@ -561,9 +575,11 @@ func interopKernelServerChild(t *testing.T) {
 			}()
 		}
 	}()
+	stopHTTP := interopServeHTTP(t, "kernel http", net.JoinHostPort("::", strconv.Itoa(interopKernelHTTPPort)))
 	fmt.Println(interopMark + "READY")
 	io.Copy(io.Discard, os.Stdin)
 	ln.Close()
+	stopHTTP()
 	wg.Wait()
 }
 
