@@ -31,14 +31,23 @@ type fakeServer struct {
 func startServer(t *testing.T, zone map[string][]netip.Addr) *fakeServer {
 	t.Helper()
 	s := &fakeServer{zone: zone}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = pc.LocalAddr().String()
-	ln, err := net.Listen("tcp", s.addr)
-	if err != nil {
-		t.Fatal(err)
+	// One port number for UDP and TCP: the UDP port the OS picks may be
+	// taken for TCP by another process, so try a few.
+	var pc net.PacketConn
+	var ln net.Listener
+	for try := 0; ; try++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		s.addr = pc.LocalAddr().String()
+		if ln, err = net.Listen("tcp", s.addr); err == nil {
+			break
+		}
+		pc.Close()
+		if try == 20 {
+			t.Fatalf("no port free for both UDP and TCP: %v", err)
+		}
 	}
 	t.Cleanup(func() { pc.Close(); ln.Close() })
 	go func() {
