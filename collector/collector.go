@@ -46,6 +46,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/wgsidecar/sidecar/logtail"
 )
 
 const (
@@ -143,7 +145,7 @@ func Open(cfg Config) (*Server, error) {
 	if len(cfg.Collections) > 0 {
 		s.accept = map[string]bool{}
 		for _, c := range cfg.Collections {
-			if !validCollection(c) {
+			if !logtail.ValidCollection(c) {
 				return nil, fmt.Errorf("collector: collection name %q: want 1 to 128 letters, digits, '.', '_' or '-'", c)
 			}
 			s.accept[c] = true
@@ -238,27 +240,11 @@ func (s *Server) Close() error {
 // checkCollection refuses a malformed (400) or unaccepted (404)
 // collection name.
 func (s *Server) checkCollection(name string) *httpError {
-	if !validCollection(name) {
+	if !logtail.ValidCollection(name) {
 		return badRequest("collection name %q: want 1 to 128 letters, digits, '.', '_' or '-'", name)
 	}
 	if s.accept != nil && !s.accept[name] {
 		return &httpError{http.StatusNotFound, fmt.Sprintf("collection %q is not accepted here", name)}
 	}
 	return nil
-}
-
-// validCollection reports whether name is a collection name: 1 to 128
-// letters, digits, '.', '_' or '-'.
-func validCollection(name string) bool {
-	if len(name) == 0 || len(name) > 128 {
-		return false
-	}
-	for _, c := range []byte(name) {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }

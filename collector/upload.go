@@ -2,7 +2,6 @@ package collector
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/wgsidecar/sidecar/logtail"
 )
 
 const (
@@ -51,8 +52,8 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, herr)
 		return
 	}
-	var priv [32]byte
-	if id := r.PathValue("id"); len(id) != 64 || hexDecode(priv[:], id) != nil {
+	priv, perr := logtail.ParsePrivateID(r.PathValue("id"))
+	if perr != nil {
 		s.refuse(w, r, badRequest("the private ID must be 64 hexadecimal digits"))
 		return
 	}
@@ -95,7 +96,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	template := Entry{Collection: coll, Stream: sha256.Sum256(priv[:]), Logged: s.now().UTC()}
+	template := Entry{Collection: coll, Stream: [32]byte(priv.Public()), Logged: s.now().UTC()}
 	entries, err := parseUpload(src, s.maxDecoded, template)
 	if err != nil {
 		s.refuse(w, r, asHTTPError(err))
@@ -303,11 +304,6 @@ func (s *Server) getDecoder(r io.Reader) *zstd.Decoder {
 func (s *Server) putDecoder(d *zstd.Decoder) {
 	d.Reset(nil)
 	s.decoders.Put(d)
-}
-
-func hexDecode(dst []byte, s string) error {
-	_, err := hex.Decode(dst, []byte(s))
-	return err
 }
 
 // now returns the collector's clock.

@@ -243,7 +243,7 @@ func checkConfig(cfg *Config) error {
 		return fmt.Errorf("logtail: Config.BaseURL: %w", err)
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
 		return fmt.Errorf("logtail: Config.BaseURL %q: want http://HOST[:PORT] or https://…", cfg.BaseURL)
-	case !validCollection(cfg.Collection):
+	case !ValidCollection(cfg.Collection):
 		return fmt.Errorf("logtail: Config.Collection %q: want 1 to 128 letters, digits, '.', '_' or '-'", cfg.Collection)
 	case cfg.PrivateID.IsZero():
 		return errors.New("logtail: Config.PrivateID is required")
@@ -274,9 +274,9 @@ func checkConfig(cfg *Config) error {
 	return nil
 }
 
-// validCollection reports whether name is a collection name: 1 to 128
-// letters, digits, '.', '_' or '-'.
-func validCollection(name string) bool {
+// ValidCollection reports whether name is a collection name: 1 to 128
+// letters, digits, '.', '_' or '-'. The collector applies the same rule.
+func ValidCollection(name string) bool {
 	if len(name) == 0 || len(name) > 128 {
 		return false
 	}
