@@ -444,3 +444,25 @@ func appendHook(dst *[]string, v string) error {
 	*dst = append(*dst, v)
 	return nil
 }
+
+// Section is one section of the file format and the canonical names of
+// its keys, for documentation and for checking it.
+type Section struct {
+	Name string
+	Keys []string
+}
+
+// Reference lists every section the parser accepts, in the order Marshal
+// writes them, with its keys. (The root-level WGConfig key is not in a
+// section.)
+func Reference() []Section {
+	out := make([]Section, 0, len(sections))
+	for _, s := range sections {
+		sec := Section{Name: s.name}
+		for _, k := range s.keys {
+			sec.Keys = append(sec.Keys, k.name)
+		}
+		out = append(out, sec)
+	}
+	return out
+}
