@@ -98,9 +98,14 @@ func mix(x uint64) uint64 {
 // SetIPv4 sets k to an IPv4 flow, reading the 4-byte addresses src and
 // dst: the packet path's constructor, which builds the key in place.
 func (k *Key) SetIPv4(proto uint8, src []byte, srcPort uint16, dst []byte, dstPort uint16) {
-	_, _ = src[3], dst[3]
-	k.src = [16]byte{10: 0xff, 11: 0xff, 12: src[0], 13: src[1], 14: src[2], 15: src[3]}
-	k.dst = [16]byte{10: 0xff, 11: 0xff, 12: dst[0], 13: dst[1], 14: dst[2], 15: dst[3]}
+	// Whole words, not bytes: the hash reads the key back as words at
+	// once, and a word load after byte stores stalls the CPU (the stores
+	// cannot be forwarded). ::ffff:a.b.c.d is 10 zero bytes, ff ff, a.b.c.d.
+	le := binary.LittleEndian
+	le.PutUint64(k.src[0:8], 0)
+	le.PutUint64(k.src[8:16], 0xffff0000|uint64(le.Uint32(src))<<32)
+	le.PutUint64(k.dst[0:8], 0)
+	le.PutUint64(k.dst[8:16], 0xffff0000|uint64(le.Uint32(dst))<<32)
 	k.srcPort, k.dstPort, k.proto, k.families = srcPort, dstPort, proto, 4|4<<4
 }
 

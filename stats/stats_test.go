@@ -278,3 +278,19 @@ func ExampleStats() {
 	}
 	// Output: 6 10.0.0.1:40000 -> 10.0.0.2:80 1 60 1 1400
 }
+
+// TestSetIPMatchesMakeKey: the packet path's in-place constructors build
+// the same keys as MakeKey.
+func TestSetIPMatchesMakeKey(t *testing.T) {
+	src4, dst4 := netip.MustParseAddr("192.0.2.1").As4(), netip.MustParseAddr("10.1.2.3").As4()
+	var k Key
+	k.SetIPv4(6, src4[:], 1234, dst4[:], 80)
+	if want := MakeKey(6, netip.MustParseAddrPort("192.0.2.1:1234"), netip.MustParseAddrPort("10.1.2.3:80")); k != want {
+		t.Errorf("SetIPv4 = %v (%x); MakeKey = %v (%x)", k, k.src, want, want.src)
+	}
+	src6, dst6 := netip.MustParseAddr("fd00::1").As16(), netip.MustParseAddr("2001:db8::9").As16()
+	k.SetIPv6(17, src6[:], 53, dst6[:], 5353)
+	if want := MakeKey(17, netip.MustParseAddrPort("[fd00::1]:53"), netip.MustParseAddrPort("[2001:db8::9]:5353")); k != want {
+		t.Errorf("SetIPv6 = %v; MakeKey = %v", k, want)
+	}
+}
