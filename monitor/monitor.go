@@ -1,0 +1,363 @@
+// Package monitor owns live packet and connection events for observers:
+// trace events at named observation points, drop events with stable
+// numbered reasons, and connection records from the proxies and forwards.
+//
+// It costs nothing while nobody listens: [Monitor.Active] is one atomic
+// load, and the event methods return at once when it is false, before
+// copying or parsing anything. Each [Listener] has a bounded queue; events
+// that do not fit are counted, and the listener receives one coalesced
+// [KindLost] event carrying that count before the next event it is given,
+// so losses are never silent.
+//
+// Packets are dissected with gVisor's tcpip/header views. The package knows
+// nothing of WireGuard, of counting or of logging; the node decides where
+// to call it.
+package monitor
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Kind says what an [Event] reports.
+type Kind uint8
+
+const (
+	KindTrace Kind = iota + 1 // a packet passed an observation point
+	KindDrop                  // a packet was dropped, see Event.Reason
+	KindConn                  // a proxied or forwarded connection ended, see Event.Conn
+	KindLost                  // the listener's queue overflowed, see Event.Lost
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindTrace:
+		return "trace"
+	case KindDrop:
+		return "drop"
+	case KindConn:
+		return "conn"
+	case KindLost:
+		return "lost"
+	}
+	return fmt.Sprintf("kind-%d", uint8(k))
+}
+
+// Point is an observation point: where in the datapath a packet was seen.
+// The zero Point means none (connection records and lost reports).
+type Point uint8
+
+const (
+	FromPeer    Point = iota + 1 // virtual: decrypted by WireGuard, entering the stack
+	ToPeer                       // virtual: leaving the stack, to be encrypted for a peer
+	FromNetwork                  // physical: a UDP datagram received from the network
+	ToNetwork                    // physical: a UDP datagram sent to the network
+	FromApp                      // a proxy or forward read from the local application side
+	ToApp                        // a proxy or forward wrote to the local application side
+)
+
+var pointNames = [...]string{
+	FromPeer:    "from-peer",
+	ToPeer:      "to-peer",
+	FromNetwork: "from-network",
+	ToNetwork:   "to-network",
+	FromApp:     "from-app",
+	ToApp:       "to-app",
+}
+
+func (p Point) String() string {
+	if p == 0 {
+		return "none"
+	}
+	if int(p) < len(pointNames) {
+		return pointNames[p]
+	}
+	return fmt.Sprintf("point-%d", uint8(p))
+}
+
+// DropReason says why a packet was dropped. The numbers are part of the
+// wire and log formats: they are stable and never reused. Add new reasons
+// at the end; retire old ones by leaving their number unused.
+type DropReason uint16
+
+const (
+	NoPeerForDestination DropReason = 1  // no peer's allowed IPs cover the destination
+	NoListener           DropReason = 2  // nothing listens on the destination port
+	Malformed            DropReason = 3  // the packet could not be parsed
+	QueueFull            DropReason = 4  // an internal queue was full
+	ForwardTargetRefused DropReason = 5  // the forward's target refused or was unreachable
+	PolicyRefused        DropReason = 6  // an access rule refused the packet or connection
+	NoRoute              DropReason = 7  // no route to the destination
+	TTLExceeded          DropReason = 8  // the TTL or hop limit reached zero
+	SourceNotAllowed     DropReason = 9  // the source address is outside the sender's allowed IPs
+	TooBig               DropReason = 10 // the packet exceeds the MTU and may not be fragmented
+	UnsupportedProtocol  DropReason = 11 // the IP version or transport protocol is not handled
+	Closed               DropReason = 12 // the endpoint or device was closing
+	RateLimited          DropReason = 13 // a rate limit refused the packet
+)
+
+var reasonNames = [...]string{
+	NoPeerForDestination: "no-peer",
+	NoListener:           "no-listener",
+	Malformed:            "malformed",
+	QueueFull:            "queue-full",
+	ForwardTargetRefused: "forward-refused",
+	PolicyRefused:        "policy-refused",
+	NoRoute:              "no-route",
+	TTLExceeded:          "ttl-exceeded",
+	SourceNotAllowed:     "source-not-allowed",
+	TooBig:               "too-big",
+	UnsupportedProtocol:  "unsupported-protocol",
+	Closed:               "closed",
+	RateLimited:          "rate-limited",
+}
+
+func (r DropReason) String() string {
+	if int(r) < len(reasonNames) && reasonNames[r] != "" {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason-%d", uint16(r))
+}
+
+// Event is one observation delivered to a [Listener].
+type Event struct {
+	Time   time.Time
+	Kind   Kind
+	Point  Point      // KindTrace, KindDrop
+	Reason DropReason // KindDrop
+	// Packet is a copy of the IP packet (KindTrace, KindDrop). The copy is
+	// shared by every listener that receives the event: treat it as read-only.
+	Packet []byte
+	Conn   *ConnRecord // KindConn; shared by the listeners like Packet: read-only
+	Lost   uint64      // KindLost: events this listener missed
+}
+
+// ConnRecord describes a connection handled by a proxy or forward.
+type ConnRecord struct {
+	Kind              string // "socks5", "http-connect", "tcp-forward", "udp-forward", ...
+	From, To          string // addresses as host:port; To may be a name
+	Verdict           string // "ok", "refused", "error: ...", chosen by the caller
+	BytesIn, BytesOut uint64 // BytesIn towards the app, BytesOut from it
+	Duration          time.Duration
+}
+
+// Monitor fans events out to its listeners. The zero value is ready for
+// use, and all methods are safe for concurrent use.
+type Monitor struct {
+	n         atomic.Int32                // len(*listeners); read on every packet
+	listeners atomic.Pointer[[]*Listener] // copy on write; nil means none
+	mu        sync.Mutex                  // serialises writers of listeners
+}
+
+// Active reports whether anyone listens. It is one atomic load: callers on
+// the packet path may test it and skip all monitoring work when false.
+func (m *Monitor) Active() bool { return m.n.Load() > 0 }
+
+// Trace reports that pkt, an IP packet, passed point p. pkt is copied only
+// if a listener wants the event; the caller keeps ownership of pkt.
+func (m *Monitor) Trace(p Point, pkt []byte) {
+	if !m.Active() {
+		return
+	}
+	m.publishPacket(KindTrace, p, 0, pkt)
+}
+
+// Drop reports that pkt, an IP packet seen at point p, was dropped for
+// reason r. pkt is copied only if a listener wants the event.
+func (m *Monitor) Drop(p Point, r DropReason, pkt []byte) {
+	if !m.Active() {
+		return
+	}
+	m.publishPacket(KindDrop, p, r, pkt)
+}
+
+// Conn reports a connection record.
+func (m *Monitor) Conn(rec ConnRecord) {
+	if !m.Active() {
+		return
+	}
+	ls := m.snapshot()
+	var ev Event
+	for _, l := range ls {
+		if !l.filter.matchConn(&rec) {
+			continue
+		}
+		if ev.Kind == 0 {
+			r := rec
+			ev = Event{Time: time.Now(), Kind: KindConn, Conn: &r}
+		}
+		l.deliver(ev)
+	}
+}
+
+func (m *Monitor) publishPacket(k Kind, p Point, r DropReason, pkt []byte) {
+	ls := m.snapshot()
+	src, dst := packetAddrs(pkt)
+	var ev Event
+	for _, l := range ls {
+		if !l.filter.matchPacket(k, src, dst) {
+			continue
+		}
+		if ev.Kind == 0 {
+			ev = Event{Time: time.Now(), Kind: k, Point: p, Reason: r, Packet: slices.Clone(pkt)}
+		}
+		l.deliver(ev)
+	}
+}
+
+func (m *Monitor) snapshot() []*Listener {
+	if p := m.listeners.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Listen adds a listener that receives the events matching f. Up to
+// queue events (at least 1) wait for the reader, plus one in hand ready
+// to be received; beyond that, events are counted as lost. Listen starts
+// one goroutine, which Close stops.
+func (m *Monitor) Listen(queue int, f Filter) *Listener {
+	queue = max(queue, 1)
+	l := &Listener{
+		m:      m,
+		filter: f.clone(),
+		queue:  queue,
+		ring:   make([]Event, queue+1), // +1: room for a Lost marker
+		wake:   make(chan struct{}, 1),
+		out:    make(chan Event),
+		done:   make(chan struct{}),
+		exited: make(chan struct{}),
+	}
+	go l.pump()
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := append(slices.Clone(m.snapshot()), l)
+	m.listeners.Store(&next)
+	m.n.Store(int32(len(next)))
+	return l
+}
+
+func (m *Monitor) remove(l *Listener) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := slices.DeleteFunc(slices.Clone(m.snapshot()), func(x *Listener) bool { return x == l })
+	m.listeners.Store(&next)
+	m.n.Store(int32(len(next)))
+}
+
+// A Listener receives the events of one observer. Events wait in a
+// bounded queue until read from [Listener.Events]; when the queue is full,
+// new events are counted instead, and the count is delivered as one
+// KindLost event ahead of the next event that fits (or as soon as the
+// queue drains, if no other event comes).
+type Listener struct {
+	m      *Monitor
+	filter Filter
+	queue  int
+
+	mu     sync.Mutex
+	ring   []Event // guarded by mu
+	head   int     // guarded by mu
+	count  int     // guarded by mu
+	lost   uint64  // guarded by mu: events dropped since the last Lost marker
+	closed bool    // guarded by mu
+
+	wake      chan struct{} // cap 1: the ring gained an entry
+	out       chan Event
+	done      chan struct{}
+	exited    chan struct{}
+	closeOnce sync.Once
+}
+
+// Events returns the channel of events. It is closed after Close.
+func (l *Listener) Events() <-chan Event { return l.out }
+
+// Close removes the listener from its monitor, stops its delivery, and
+// closes the Events channel. Events still queued are discarded. Close may
+// be called more than once.
+func (l *Listener) Close() {
+	l.closeOnce.Do(func() {
+		l.m.remove(l)
+		l.mu.Lock()
+		l.closed = true
+		l.mu.Unlock()
+		close(l.done)
+		<-l.exited
+	})
+}
+
+// deliver queues ev or counts it as lost. It never blocks on the reader.
+func (l *Listener) deliver(ev Event) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	if l.count >= l.queue {
+		l.lost++
+		l.mu.Unlock()
+		return
+	}
+	if l.lost > 0 {
+		// count < queue and the ring has queue+1 slots: both fit.
+		l.pushLocked(Event{Time: ev.Time, Kind: KindLost, Lost: l.lost})
+		l.lost = 0
+	}
+	l.pushLocked(ev)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Listener) pushLocked(ev Event) {
+	l.ring[(l.head+l.count)%len(l.ring)] = ev
+	l.count++
+}
+
+// next takes the oldest queued event, or a Lost report if the queue is
+// empty but events were lost.
+func (l *Listener) next() (Event, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.count > 0 {
+		ev := l.ring[l.head]
+		l.ring[l.head] = Event{}
+		l.head = (l.head + 1) % len(l.ring)
+		l.count--
+		return ev, true
+	}
+	if l.lost > 0 {
+		ev := Event{Time: time.Now(), Kind: KindLost, Lost: l.lost}
+		l.lost = 0
+		return ev, true
+	}
+	return Event{}, false
+}
+
+// pump hands queued events to the reader; it runs until Close.
+func (l *Listener) pump() {
+	defer close(l.exited)
+	defer close(l.out)
+	for {
+		ev, ok := l.next()
+		if !ok {
+			select {
+			case <-l.wake:
+				continue
+			case <-l.done:
+				return
+			}
+		}
+		select {
+		case l.out <- ev:
+		case <-l.done:
+			return
+		}
+	}
+}
