@@ -21,7 +21,7 @@ const (
 
 // MessageCounts counts WireGuard messages by kind in one direction.
 type MessageCounts struct {
-	Initiations, Responses, CookieReplies, Keepalives, Data uint64
+	Initiations, Responses, CookieReplies, Keepalives uint64
 }
 
 // Bind counts the datagrams that cross a conn.Bind, keyed by the remote
