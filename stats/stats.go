@@ -144,7 +144,6 @@ type Stats struct {
 	spare  *window   // the next window, allocated ahead of time
 	closed []closedWindow
 	early  chan struct{} // capacity 1: signalled on an early cut
-	sizes  [numLayers]int
 
 	buf [numLayers][]Flow // owned by the goroutine calling Cut
 }
@@ -170,11 +169,12 @@ func New(opts Options) *Stats {
 			s.tag[l] = func(k Key) uint8 { return opts.Tag(layer, k) }
 		}
 	}
-	for l := range s.sizes {
-		s.sizes[l] = opts.InitialFlows
+	var sizes [numLayers]int
+	for l := range sizes {
+		sizes[l] = opts.InitialFlows
 	}
-	s.cur.Store(newWindow(s.sizes))
-	s.spare = newWindow(s.sizes)
+	s.cur.Store(newWindow(sizes))
+	s.spare = newWindow(sizes)
 	s.start = opts.Now()
 	return s
 }
