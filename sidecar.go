@@ -38,6 +38,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/resolver"
@@ -92,6 +93,7 @@ type Node struct {
 	closed  bool
 
 	closers []io.Closer // forwards, proxies, control socket, metrics; closed in reverse order
+	mon     monitor.Monitor
 
 	ctl nodeControl // control socket, metrics and what they report (control_node.go)
 
@@ -151,6 +153,7 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 	if opts.WrapTUN != nil {
 		tunDev = opts.WrapTUN(tunDev)
 	}
+	tunDev = traceTUN{Device: tunDev, mon: &n.mon}
 	n.tun = wrap.NewTUN(tunDev)
 	n.bind = wrap.NewBind(conn.NewDefaultBind())
 	n.dev = device.NewDevice(n.tun, n.bind, deviceLogger(log))

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -68,6 +69,39 @@ func (c *Client) Get(ctx context.Context, apiPath string) ([]byte, error) {
 		return nil, fmt.Errorf("sidecar at %s: %s", c.path, resp.Status)
 	}
 	return body, nil
+}
+
+// Stream asks for a stream (PathMonitor, with a query string) and calls fn
+// with each line until the stream ends, ctx ends, or fn fails.
+func (c *Client) Stream(ctx context.Context, apiPath string, fn func(line []byte) error) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sidecar"+apiPath, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return c.dialError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var e errorBody
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("sidecar at %s: %s", c.path, e.Error)
+		}
+		return fmt.Errorf("sidecar at %s: %s", c.path, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if err := fn(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	return nil
 }
 
 // Status asks GET /v1/status.

@@ -25,9 +25,17 @@ import (
 
 // API paths.
 const (
-	PathStatus = "/v1/status"
-	PathFlows  = "/v1/flows"
+	PathStatus  = "/v1/status"
+	PathFlows   = "/v1/flows"
+	PathMonitor = "/v1/monitor" // a stream of JSON lines, one per event
 )
+
+// Streamer is what a Provider also implements to serve PathMonitor: it
+// calls emit with one JSON line per event until ctx ends or emit fails.
+// query is the request's query string (filters).
+type Streamer interface {
+	Stream(ctx context.Context, query map[string][]string, emit func(line []byte) error) error
+}
 
 // Provider answers the API's questions. Its methods are called
 // concurrently, one call per request; ctx ends when the client goes away

@@ -76,6 +76,10 @@ func handler(p Provider, log *slog.Logger) http.Handler {
 		PathFlows:  func(ctx context.Context) (any, error) { return p.Flows(ctx) },
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if st, ok := p.(Streamer); ok && r.URL.Path == PathMonitor && r.Method == http.MethodGet {
+			stream(w, r, st, log)
+			return
+		}
 		get, ok := routes[r.URL.Path]
 		if !ok {
 			reply(w, http.StatusNotFound, errorBody{"no such endpoint: " + r.URL.Path})
@@ -107,4 +111,22 @@ func reply(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	w.Write(append(body, '\n'))
+}
+
+// stream serves PathMonitor: JSON lines, flushed one by one, until the
+// client goes away or the server closes.
+func stream(w http.ResponseWriter, r *http.Request, st Streamer, log *slog.Logger) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	err := st.Stream(r.Context(), r.URL.Query(), func(line []byte) error {
+		if _, err := w.Write(append(line, '\n')); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		log.Info("control: monitor stream ended", "err", err)
+	}
 }

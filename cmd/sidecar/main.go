@@ -30,6 +30,8 @@ Usage:
                            show a running sidecar: its peers, handshakes, transfer, listeners
   sidecar flows [--socket PATH | -c FILE] [-j]
                            show a running sidecar's latest flow-log window
+  sidecar monitor [--socket PATH | -c FILE] [-j | -v | -w FILE] [--type T] [--src|--dst|--addr P] [-n N]
+                           print a running sidecar's live packet events, or write them to pcap
   sidecar genkey           print a new private key
   sidecar pubkey           read a private key on stdin, print its public key
   sidecar demo             run two nodes in one process, send traffic, show what happened
@@ -63,6 +65,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdCheck(rest, stdout, stderr)
 	case "status":
 		err = cmdStatus(rest, stdout, stderr)
+	case "monitor":
+		err = cmdMonitor(rest, stdout, stderr)
 	case "flows":
 		err = cmdFlows(rest, stdout, stderr)
 	case "genkey":

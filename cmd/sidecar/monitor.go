@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/wgsidecar/sidecar/control"
+	"github.com/wgsidecar/sidecar/monitor"
+)
+
+// cmdMonitor prints a running sidecar's live events: one line each, JSON
+// lines (-j) or a dissection (-v); or writes their packets to a pcap file
+// (-w). It runs until SIGINT/SIGTERM, or -n events.
+func cmdMonitor(args []string, stdout, stderr io.Writer) error {
+	fs, cf := newControlFlags("monitor", stderr)
+	verbose := fs.Bool("v", false, "dissect each packet")
+	pcapFile := fs.String("w", "", "write the packets to this pcap `file` instead of printing them")
+	count := fs.Int("n", 0, "stop after this many `events` (0: run until interrupted)")
+	kinds := fs.String("type", "", "event `types` to show: trace, drop, conn (comma-separated; default all)")
+	src := fs.String("src", "", "only packets from this `address or prefix`")
+	dst := fs.String("dst", "", "only packets to this `address or prefix`")
+	addr := fs.String("addr", "", "only packets with this `address or prefix` at either end")
+	if err := cf.parse(fs, args); err != nil {
+		return err
+	}
+	path, err := cf.socketPath()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	for key, v := range map[string]string{"kind": *kinds, "src": *src, "dst": *dst, "addr": *addr} {
+		if v != "" {
+			q.Set(key, v)
+		}
+	}
+	var pcap *monitor.PcapWriter
+	if *pcapFile != "" {
+		f, err := os.OpenFile(*pcapFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if pcap, err = monitor.NewPcapWriter(f); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	seen, written := 0, 0
+	errDone := errors.New("done")
+	err = control.NewClient(path).Stream(ctx, control.PathMonitor+"?"+q.Encode(), func(line []byte) error {
+		var ev monitor.Event
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return fmt.Errorf("sidecar at %s: bad event: %w", path, err)
+		}
+		switch {
+		case pcap != nil:
+			if len(ev.Packet) > 0 {
+				if err := pcap.WritePacket(ev.Time, ev.Packet); err != nil {
+					return err
+				}
+				written++
+			}
+		case cf.json:
+			b, err := monitor.FormatJSON(ev)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s\n", b)
+		case *verbose:
+			fmt.Fprintln(stdout, monitor.FormatVerbose(ev))
+		default:
+			fmt.Fprintln(stdout, monitor.FormatLine(ev))
+		}
+		if seen++; *count > 0 && seen >= *count {
+			return errDone
+		}
+		return nil
+	})
+	if pcap != nil {
+		fmt.Fprintf(stderr, "%d packets written to %s\n", written, *pcapFile)
+	}
+	if errors.Is(err, errDone) || ctx.Err() != nil {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// runMonitor runs `sidecar monitor args...` in the background while ping
+// (from node a to node b) produces events, and returns its output.
+func runMonitor(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	nodes, _, sock := statusNodes(t)
+	a := nodes[0]
+	var out, errb syncBuffer
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		code = run(append([]string{"monitor", "--socket", sock}, args...), strings.NewReader(""), &out, &errb)
+	})
+	// Wait until the monitor listens, then make traffic until it is done.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for {
+		select {
+		case <-done:
+			return code, out.String(), errb.String()
+		case <-ctx.Done():
+			t.Fatalf("monitor did not finish; stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+		default:
+		}
+		if a.Monitor().Active() {
+			pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+			a.Ping(pctx, "10.99.0.2")
+			pcancel()
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func TestMonitorCommandLines(t *testing.T) {
+	code, out, stderr := runMonitor(t, "-n", "4", "--addr", "10.99.0.2")
+	if code != 0 {
+		t.Fatalf("monitor: exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d lines; want 4:\n%s", len(lines), out)
+	}
+	for _, want := range []string{"to-peer trace 10.99.0.1 -> 10.99.0.2 icmp echo request", "from-peer trace 10.99.0.2 -> 10.99.0.1 icmp echo reply"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("monitor output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestMonitorCommandJSON(t *testing.T) {
+	code, out, stderr := runMonitor(t, "-n", "2", "-j", "--type", "trace")
+	if code != 0 || !strings.Contains(out, `"kind":"trace"`) || !strings.Contains(out, `"proto":"icmp"`) {
+		t.Errorf("-j: exit %d, output:\n%s\nstderr: %s", code, out, stderr)
+	}
+}
+
+func TestMonitorCommandVerbose(t *testing.T) {
+	code, out, stderr := runMonitor(t, "-n", "1", "-v")
+	if code != 0 || !strings.Contains(out, "ipv4 src=10.99.0.") || !strings.Contains(out, "icmp") {
+		t.Errorf("-v: exit %d, output:\n%s\nstderr: %s", code, out, stderr)
+	}
+}
+
+// TestMonitorCommandPcap writes a pcap and reads it back: the classic
+// header, raw-IP link type, and the packets' count and addresses.
+func TestMonitorCommandPcap(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "cap.pcap")
+	code, _, stderr := runMonitor(t, "-n", "6", "-w", file)
+	if code != 0 || !strings.Contains(stderr, "6 packets written") {
+		t.Fatalf("monitor -w: exit %d: %s", code, stderr)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	if len(b) < 24 || le.Uint32(b) != 0xa1b2c3d4 || le.Uint32(b[20:]) != 101 {
+		t.Fatalf("not a raw-IP pcap: % x", b[:min(24, len(b))])
+	}
+	n := 0
+	for off := 24; off+16 <= len(b); {
+		incl := int(le.Uint32(b[off+8:]))
+		pkt := b[off+16 : off+16+incl]
+		if pkt[0]>>4 != 4 || !(bytes.Equal(pkt[12:16], []byte{10, 99, 0, 1}) || bytes.Equal(pkt[12:16], []byte{10, 99, 0, 2})) {
+			t.Errorf("packet %d: % x", n, pkt[:min(20, len(pkt))])
+		}
+		off += 16 + incl
+		n++
+	}
+	if n != 6 {
+		t.Errorf("%d packets in the pcap; want 6", n)
+	}
+}
