@@ -28,39 +28,18 @@ import (
 //
 //	go test -run '^$' -bench BulkTCP -benchtime 4s .
 func BenchmarkBulkTCP(b *testing.B) {
-	b.Run("sidecar", func(b *testing.B) {
-		a, z := sidecartest.NewPair(b)
-		ln, err := z.Listen("tcp", ":5201")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		benchBulk(b, ln, func() (net.Conn, error) { return a.Dial("tcp", "10.99.0.2:5201") })
-	})
-	b.Run("sidecar-flowlog", func(b *testing.B) {
-		// Flow statistics on at both layers of both nodes.
-		nodes := sidecartest.NewNodes(b, 2, sidecartest.Options{
-			NodeOptions: func(i int, o *sidecar.Options) { o.FlowSink = &netlog.MemorySink{} },
+	// "sidecar-flowlog" has flow statistics on at both layers of both nodes.
+	for _, kind := range []string{"sidecar", "sidecar-flowlog", "stock"} {
+		b.Run(kind, func(b *testing.B) {
+			bn := newBenchNet(b, kind)
+			ln, err := bn.listen()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			benchBulk(b, ln, bn.dial)
 		})
-		a, z := nodes[0], nodes[1]
-		ln, err := z.Listen("tcp", ":5201")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		benchBulk(b, ln, func() (net.Conn, error) { return a.Dial("tcp", "10.99.0.2:5201") })
-	})
-	b.Run("stock", func(b *testing.B) {
-		a, z := stockPair(b)
-		ln, err := z.ListenTCPAddrPort(netip.MustParseAddrPort("10.98.0.2:5201"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		benchBulk(b, ln, func() (net.Conn, error) {
-			return a.DialTCPAddrPort(netip.MustParseAddrPort("10.98.0.2:5201"))
-		})
-	})
+	}
 }
 
 // benchBulk sends b.N chunks of 1 MiB over one connection and stops the
@@ -180,42 +159,14 @@ func BenchmarkForward(b *testing.B) {
 	dial := func() (net.Conn, error) { return net.Dial("tcp", fwd.Addr().String()) }
 	b.Run("bulk", func(b *testing.B) { benchBulk(b, ln, dial) })
 	b.Run("connect", func(b *testing.B) {
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					buf := make([]byte, 64)
-					if _, err := io.ReadFull(c, buf); err == nil {
-						c.Write(buf)
-					}
-				}()
-			}
-		}()
-		msg := make([]byte, 64)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for range b.N {
-			c, err := dial()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := c.Write(msg); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := io.ReadFull(c, msg); err != nil {
-				b.Fatal(err)
-			}
-			c.Close()
-		}
+		go echoServer(ln)
+		benchConnect(b, dial)
 	})
 }
 
-// pairKind names the two implementations every comparative benchmark runs:
-// ours, and a pair built on wireguard-go's stock tun/netstack.
+// pairKinds names the two implementations every comparative benchmark
+// runs: ours, and a pair built on wireguard-go's stock tun/netstack
+// (newBenchNet also knows "sidecar-flowlog": ours with flow statistics on).
 var pairKinds = []string{"sidecar", "stock"}
 
 // benchNet is one side's socket API in a comparative benchmark, and the
@@ -227,8 +178,13 @@ type benchNet struct {
 
 func newBenchNet(b *testing.B, kind string) benchNet {
 	switch kind {
-	case "sidecar":
-		a, z := sidecartest.NewPair(b)
+	case "sidecar", "sidecar-flowlog":
+		var opts sidecartest.Options
+		if kind == "sidecar-flowlog" {
+			opts.NodeOptions = func(i int, o *sidecar.Options) { o.FlowSink = &netlog.MemorySink{} }
+		}
+		nodes := sidecartest.NewNodes(b, 2, opts)
+		a, z := nodes[0], nodes[1]
 		return benchNet{
 			listen: func() (net.Listener, error) { return z.Listen("tcp", ":5300") },
 			dial:   func() (net.Conn, error) { return a.Dial("tcp", "10.99.0.2:5300") },
@@ -323,22 +279,28 @@ func BenchmarkConnectRate(b *testing.B) {
 			}
 			defer ln.Close()
 			go echoServer(ln)
-			msg := make([]byte, 64)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				c, err := bn.dial()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := c.Write(msg); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(c, msg); err != nil {
-					b.Fatal(err)
-				}
-				c.Close()
-			}
+			benchConnect(b, bn.dial)
 		})
+	}
+}
+
+// benchConnect opens a connection, exchanges 64 bytes each way with an
+// echoServer and closes it, b.N times.
+func benchConnect(b *testing.B, dial func() (net.Conn, error)) {
+	msg := make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		c, err := dial()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, msg); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
 	}
 }
