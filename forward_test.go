@@ -43,27 +43,11 @@ func serveSums(ln net.Listener) {
 	}
 }
 
-// closedPort returns a loopback TCP/UDP port where nothing listens.
+// closedPort returns a loopback address whose TCP or UDP port nothing
+// listens on (a moment ago).
 func closedPort(t *testing.T, network string) string {
 	t.Helper()
-	switch network {
-	case "tcp":
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		return addr
-	default:
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := pc.LocalAddr().String()
-		pc.Close()
-		return addr
-	}
+	return fmt.Sprintf("127.0.0.1:%d", freePort(t, network))
 }
 
 // sendAndSum writes size pseudo-random bytes, half-closes, and checks the
