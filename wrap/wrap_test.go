@@ -217,3 +217,55 @@ func BenchmarkBindSendCounted(b *testing.B) {
 		bind.Send(bufs, ep)
 	}
 }
+
+// fakeRecvBind hands one batch of datagrams from the given endpoints to
+// its receive function.
+type fakeRecvBind struct {
+	conn.Bind
+	eps []conn.Endpoint
+}
+
+func (f fakeRecvBind) Open(uint16) ([]conn.ReceiveFunc, uint16, error) {
+	return []conn.ReceiveFunc{func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		for i, ep := range f.eps {
+			packets[i][0] = msgTransport
+			sizes[i] = 100 + i
+			eps[i] = ep
+		}
+		return len(f.eps), nil
+	}}, 51820, nil
+}
+
+// TestBindCountsReceivedPerEndpoint: a received batch from several
+// endpoints, interleaved, is counted per endpoint.
+func TestBindCountsReceivedPerEndpoint(t *testing.T) {
+	a := &conn.StdNetEndpoint{AddrPort: netip.MustParseAddrPort("192.0.2.1:51820")}
+	b := &conn.StdNetEndpoint{AddrPort: netip.MustParseAddrPort("[2001:db8::2]:51820")}
+	bind := NewBind(fakeRecvBind{eps: []conn.Endpoint{a, a, b, a, b}})
+	s := stats.New(stats.Options{})
+	bind.SetStatistics(s)
+	fns, _, err := bind.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packets := make([][]byte, 5)
+	for i := range packets {
+		packets[i] = make([]byte, 200)
+	}
+	if n, err := fns[0](packets, make([]int, 5), make([]conn.Endpoint, 5)); n != 5 || err != nil {
+		t.Fatal(n, err)
+	}
+	got := map[netip.AddrPort][2]uint64{}
+	for _, w := range s.Cut() {
+		for _, f := range w.Physical {
+			got[f.Key.Dst()] = [2]uint64{f.RxPackets, f.RxBytes}
+		}
+	}
+	want := map[netip.AddrPort][2]uint64{
+		a.AddrPort: {3, 100 + 101 + 103},
+		b.AddrPort: {2, 102 + 104},
+	}
+	if len(got) != 2 || got[a.AddrPort] != want[a.AddrPort] || got[b.AddrPort] != want[b.AddrPort] {
+		t.Errorf("received counts %v; want %v", got, want)
+	}
+}
