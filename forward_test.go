@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -214,4 +215,57 @@ func TestUDPForwardsBothWays(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("refusal took %v", d)
 	}
+}
+
+// TestServerConnectionLimit: with MaxConns relays open, the next
+// connection to a tunnel-to-local forward is refused; when one ends, a
+// new one is taken again.
+func TestServerConnectionLimit(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // a host app that holds connections open
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	a, b := sidecartest.NewPair(t)
+	srv := &forward.Server{TCP: map[uint16]string{8090: ln.Addr().String()}, MaxConns: 2,
+		IsLocal: func(ip netip.Addr) bool { return ip == sidecartest.Addr4(1) }}
+	if err := srv.Attach(b.Stack()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var open []net.Conn
+	for range 2 {
+		c, err := a.Dial("tcp", "10.99.0.2:8090")
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+	}
+	if c, err := a.Dial("tcp", "10.99.0.2:8090"); err == nil {
+		c.Close()
+		t.Fatal("a third connection was taken with MaxConns 2")
+	}
+	open[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := a.Dial("tcp", "10.99.0.2:8090")
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection taken after one ended: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	open[1].Close()
 }

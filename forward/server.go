@@ -41,6 +41,7 @@ type Server struct {
 
 	dialer net.Dialer
 	conns  conns
+	active atomic.Int64 // relays (TCP connections, UDP flows) running or being set up
 }
 
 // Attach makes s the stack's handler for unclaimed TCP and UDP. To serve
@@ -88,10 +89,16 @@ func (s *Server) target(dst netip.AddrPort, ports map[uint16]string) string {
 
 func (s *Server) handleTCP(r *netstack.TCPRequest) {
 	target := s.target(r.Dst, s.TCP)
-	if target == "" || s.conns.len() >= 2*s.MaxConns { // two connections a relay
+	if target == "" || !s.reserve() {
 		r.Refuse()
 		return
 	}
+	held := true // the reservation, until the relay goroutine takes it over
+	defer func() {
+		if held {
+			s.active.Add(-1)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	host, err := s.dialer.DialContext(ctx, "tcp", target)
 	cancel()
@@ -114,9 +121,11 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 		c.Close()
 		return
 	}
+	held = false
 	s.conns.wg.Add(1)
 	go func() {
 		defer s.conns.wg.Done()
+		defer s.active.Add(-1)
 		relay.Conns(c, host, nil)
 		s.conns.remove(c)
 		s.conns.remove(host)
@@ -127,22 +136,35 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 // goroutine; the host socket is dialed there.
 func (s *Server) handleUDP(r *netstack.UDPRequest) bool {
 	target := s.target(r.Dst, s.UDP)
-	if target == "" || s.conns.len() >= 2*s.MaxConns { // two sockets a flow
+	if target == "" || !s.reserve() {
 		return false
 	}
 	c, err := r.Accept()
 	if err != nil {
+		s.active.Add(-1)
 		return false
 	}
 	if !s.conns.add(c) {
+		s.active.Add(-1)
 		return true
 	}
 	s.conns.wg.Add(1)
 	go func() {
 		defer s.conns.wg.Done()
+		defer s.active.Add(-1)
 		defer s.conns.remove(c)
 		s.relayUDP(r, c, target)
 	}()
+	return true
+}
+
+// reserve takes a place for one more relay, or reports that MaxConns are
+// taken.
+func (s *Server) reserve() bool {
+	if s.active.Add(1) > int64(s.MaxConns) {
+		s.active.Add(-1)
+		return false
+	}
 	return true
 }
 
