@@ -158,47 +158,33 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 	n.bind = wrap.NewBind(conn.NewDefaultBind())
 	n.dev = device.NewDevice(n.tun, n.bind, deviceLogger(log))
 
+	// On failure, undo what was started; each step is a no-op when its
+	// part never started.
+	fail := func(err error) (*Node, error) {
+		n.release()
+		return nil, err
+	}
 	if err := n.dev.IpcSet(n.interfaceUAPI()); err != nil {
-		n.dev.Close()
-		st.Close()
-		return nil, fmt.Errorf("sidecar: configure device: %w", err)
+		return fail(fmt.Errorf("sidecar: configure device: %w", err))
 	}
 	if err := n.dev.Up(); err != nil {
-		n.dev.Close()
-		st.Close()
-		return nil, fmt.Errorf("sidecar: bring device up: %w", err)
+		return fail(fmt.Errorf("sidecar: bring device up: %w", err))
 	}
 	if err := n.setPeers(cfg.Peers, true); err != nil {
-		n.dev.Close()
-		st.Close()
-		return nil, err
+		return fail(err)
 	}
 	if err := n.startFlowLog(); err != nil {
-		n.dev.Close()
-		st.Close()
-		return nil, err
+		return fail(err)
 	}
 	if err := n.startForwards(); err != nil {
-		closeAll(n.closers)
-		n.shutdownFlowLog()
-		n.dev.Close()
-		st.Close()
-		return nil, err
+		return fail(err)
 	}
 	n.started = time.Now()
 	if err := n.startControl(); err != nil {
-		closeAll(n.closers)
-		n.shutdownFlowLog()
-		n.dev.Close()
-		st.Close()
-		return nil, err
+		return fail(err)
 	}
 	if err := n.startMetrics(); err != nil {
-		closeAll(n.closers)
-		n.shutdownFlowLog()
-		n.dev.Close()
-		st.Close()
-		return nil, err
+		return fail(err)
 	}
 	n.wg.Add(1)
 	go n.reresolveLoop()
@@ -709,14 +695,22 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	close(n.stop)
 	n.wg.Wait()
-	closeAll(n.closers)
-	n.shutdownFlowLog()
 	n.httpOnce.Do(func() {}) // no client is made after Close
 	if n.httpClient != nil {
 		n.httpClient.CloseIdleConnections()
 	}
-	n.dev.Close() // closes the bind and the tun device
-	n.stack.Close()
+	n.release()
 	n.log.Info("sidecar down", "public_key", n.public.String())
 	return nil
+}
+
+// release stops what Start started, in reverse: forwards, proxies, control
+// socket and metrics; the flow log (writing its last window while the
+// tunnel is still up); the WireGuard device with its socket and tun
+// device; the stack.
+func (n *Node) release() {
+	closeAll(n.closers)
+	n.shutdownFlowLog()
+	n.dev.Close() // closes the bind and the tun device
+	n.stack.Close()
 }
