@@ -44,13 +44,31 @@ func (r *TCPRequest) Refuse() { r.r.Complete(true) }
 const maxTCPInFlight = 1024
 
 // HandleTCP sends every TCP connection attempt that no listener takes to h,
-// each in its own goroutine. Without a handler such attempts get a RST.
-func (ns *Stack) HandleTCP(h func(*TCPRequest)) {
+// each in its own goroutine; nil goes back to answering them with a RST.
+// It may be called at any time, also while packets flow.
+func (ns *Stack) HandleTCP(h func(*TCPRequest)) { ns.tcpHandler.Store(&h) }
+
+// installHandlers puts the stack's own transport handlers in place before
+// any packet flows (gVisor's SetTransportProtocolHandler is not safe to call
+// later); they pass unclaimed packets to the handlers HandleTCP and
+// HandleUDP set, which can change at any time.
+func (ns *Stack) installHandlers() {
 	fwd := tcp.NewForwarder(ns.s, 0, maxTCPInFlight, func(r *tcp.ForwarderRequest) {
+		h := ns.tcpHandler.Load()
+		if h == nil || *h == nil {
+			r.Complete(true) // the handler went away: as a closed port
+			return
+		}
 		id := r.ID()
-		h(&TCPRequest{Src: endpointAddr(id.RemoteAddress, id.RemotePort), Dst: endpointAddr(id.LocalAddress, id.LocalPort), r: r})
+		(*h)(&TCPRequest{Src: endpointAddr(id.RemoteAddress, id.RemotePort), Dst: endpointAddr(id.LocalAddress, id.LocalPort), r: r})
 	})
-	ns.s.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
+	ns.s.SetTransportProtocolHandler(tcp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+		if h := ns.tcpHandler.Load(); h == nil || *h == nil {
+			return false // the stack answers with a RST
+		}
+		return fwd.HandlePacket(id, pkt)
+	})
+	ns.s.SetTransportProtocolHandler(udp.ProtocolNumber, ns.handleUDP)
 }
 
 func endpointAddr(a tcpip.Address, port uint16) netip.AddrPort {
@@ -96,18 +114,23 @@ type flowID struct{ src, dst netip.AddrPort }
 // HandleUDP sends the first datagram of every UDP flow that no socket takes
 // to h, synchronously on the packet path: h must decide at once (typically
 // Accept and hand the socket to a goroutine). When h returns false the peer
-// gets an ICMP port unreachable, as it would from a closed port.
-func (ns *Stack) HandleUDP(h func(*UDPRequest) bool) {
-	ns.s.SetTransportProtocolHandler(udp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
-		src, dst := endpointAddr(id.RemoteAddress, id.RemotePort), endpointAddr(id.LocalAddress, id.LocalPort)
-		if _, rejected := ns.rejected.Load(flowID{src, dst}); rejected {
-			return false
-		}
-		var req *udp.ForwarderRequest
-		udp.NewForwarder(ns.s, func(r *udp.ForwarderRequest) { req = r }).HandlePacket(id, pkt)
-		view := pkt.ToView()
-		packet := append([]byte(nil), view.AsSlice()...)
-		view.Release()
-		return h(&UDPRequest{Src: src, Dst: dst, r: req, ns: ns, packet: packet})
-	})
+// gets an ICMP port unreachable, as it would from a closed port; nil goes
+// back to answering every such datagram so. It may be called at any time.
+func (ns *Stack) HandleUDP(h func(*UDPRequest) bool) { ns.udpHandler.Store(&h) }
+
+func (ns *Stack) handleUDP(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+	h := ns.udpHandler.Load()
+	if h == nil || *h == nil {
+		return false // the stack answers with ICMP port unreachable
+	}
+	src, dst := endpointAddr(id.RemoteAddress, id.RemotePort), endpointAddr(id.LocalAddress, id.LocalPort)
+	if _, rejected := ns.rejected.Load(flowID{src, dst}); rejected {
+		return false
+	}
+	var req *udp.ForwarderRequest
+	udp.NewForwarder(ns.s, func(r *udp.ForwarderRequest) { req = r }).HandlePacket(id, pkt)
+	view := pkt.ToView()
+	packet := append([]byte(nil), view.AsSlice()...)
+	view.Release()
+	return (*h)(&UDPRequest{Src: src, Dst: dst, r: req, ns: ns, packet: packet})
 }

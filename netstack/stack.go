@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -77,6 +78,9 @@ type Stack struct {
 	// rejected holds UDP flows (flowID) whose first datagram is being
 	// delivered again to draw an ICMP error; see UDPRequest.Unreachable.
 	rejected sync.Map
+	// The handlers of unclaimed TCP and UDP (HandleTCP, HandleUDP).
+	tcpHandler atomic.Pointer[func(*TCPRequest)]
+	udpHandler atomic.Pointer[func(*UDPRequest) bool]
 }
 
 // New creates a stack with the given addresses.
@@ -104,6 +108,7 @@ func New(opts Options) (*Stack, error) {
 		s.Close()
 		return nil, err
 	}
+	ns.installHandlers()
 	if terr := s.CreateNIC(nicID, ns.link); terr != nil {
 		s.Close()
 		return nil, fmt.Errorf("netstack: create NIC: %v", terr)
