@@ -61,7 +61,7 @@ func (n *Node) startForwards() error {
 		n.registerListener("http", s.Addr().String(), "", nil)
 		n.log.Info("proxy on", "kind", "http", "listen", s.Addr().String(), "auth", p.Username != "")
 	}
-	srv := &forward.Server{TCP: map[uint16]string{}, UDP: map[uint16]string{}, Log: n.log}
+	srv := &forward.Server{TCP: map[uint16]string{}, UDP: map[uint16]string{}, Log: n.log, Monitor: &n.mon}
 	for _, t := range cfg.TCPServerTunnels {
 		srv.TCP[uint16(t.ListenPort)] = t.Target
 	}

@@ -2,46 +2,223 @@ package sidecar
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync/atomic"
 
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/wgsidecar/sidecar/monitor"
+	"github.com/wgsidecar/sidecar/netstack"
 )
 
 // Monitor returns the node's live event stream: packets passing from and
-// to the peers (the tunnel device). Listening costs the packet path one
-// atomic load while nobody listens.
+// to the peers (the tunnel device) and from and to the network (the UDP
+// socket), packets dropped with their reasons, and the connections of the
+// proxies and forwards. Listening costs the packet path one atomic load
+// per batch while nobody listens.
 func (n *Node) Monitor() *monitor.Monitor { return &n.mon }
 
 // traceTUN reports every IP packet that crosses the tunnel device to the
-// node's monitor: Write carries packets from the peers, Read packets to
-// them.
+// node's monitor (Write carries packets from the peers, Read packets to
+// them), and the packets it knows will be dropped after it: those no peer
+// will take, and those the stack will refuse.
 type traceTUN struct {
 	tun.Device
-	mon *monitor.Monitor
+	n *Node
 }
 
 func (t traceTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n, err := t.Device.Read(bufs, sizes, offset)
-	if t.mon.Active() {
+	if mon := &t.n.mon; mon.Active() {
 		for i := range n {
-			t.mon.Trace(monitor.ToPeer, bufs[i][offset:offset+sizes[i]])
+			pkt := bufs[i][offset : offset+sizes[i]]
+			mon.Trace(monitor.ToPeer, pkt)
+			if _, dst, _, perr := monitor.Inspect(pkt); perr == nil && !t.n.peerCovers(dst) {
+				mon.Drop(monitor.ToPeer, monitor.NoPeer, pkt)
+			}
 		}
 	}
 	return n, err
 }
 
 func (t traceTUN) Write(bufs [][]byte, offset int) (int, error) {
-	if t.mon.Active() {
+	if mon := &t.n.mon; mon.Active() {
 		for _, b := range bufs {
-			t.mon.Trace(monitor.FromPeer, b[offset:])
+			pkt := b[offset:]
+			mon.Trace(monitor.FromPeer, pkt)
+			if r := t.n.inboundVerdict(pkt); r != 0 {
+				mon.Drop(monitor.FromPeer, r, pkt)
+			}
 		}
 	}
 	return t.Device.Write(bufs, offset)
+}
+
+// peerCovers reports whether a peer's AllowedIPs cover a: WireGuard drops
+// a packet to an address none covers. (It runs only while someone
+// monitors.)
+func (n *Node) peerCovers(a netip.Addr) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.peers {
+		for _, pfx := range p.AllowedIPs {
+			if pfx.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// inboundVerdict predicts whether the stack will refuse pkt, a packet from
+// a peer, before any socket sees it: 0 if not, else why. (The stack itself
+// tells of the refusals that depend on its sockets; see dropObserver.)
+func (n *Node) inboundVerdict(pkt []byte) monitor.DropReason {
+	_, dst, proto, err := monitor.Inspect(pkt)
+	if err != nil {
+		return monitor.Malformed
+	}
+	switch proto {
+	case uint8(header.TCPProtocolNumber), uint8(header.UDPProtocolNumber):
+	case uint8(header.ICMPv4ProtocolNumber):
+		if dst.Is6() {
+			return monitor.UnsupportedProtocol
+		}
+	case uint8(header.ICMPv6ProtocolNumber):
+		if dst.Is4() {
+			return monitor.UnsupportedProtocol
+		}
+	case 0, 43, 44, 60: // IPv6 extension headers: the stack reads past them
+		if dst.Is4() {
+			return monitor.UnsupportedProtocol
+		}
+	default:
+		return monitor.UnsupportedProtocol
+	}
+	if n.promiscuous || dst.IsMulticast() || slices.Contains(n.ownAddrs, dst) {
+		return 0
+	}
+	return monitor.NotLocal
+}
+
+// dropObserver turns the stack's refusals into monitor drop events.
+type dropObserver struct{ mon *monitor.Monitor }
+
+func (o dropObserver) Active() bool { return o.mon.Active() }
+
+func (o dropObserver) Dropped(d netstack.Drop, pkt []byte) {
+	switch d {
+	case netstack.DropNoListener:
+		o.mon.Drop(monitor.FromPeer, monitor.NoListener, pkt)
+	case netstack.DropRefused:
+		o.mon.Drop(monitor.FromPeer, monitor.ForwardRefused, pkt)
+	case netstack.DropQueueFull:
+		o.mon.Drop(monitor.ToPeer, monitor.QueueFull, pkt)
+	}
+}
+
+// traceBind reports every UDP datagram the WireGuard device sends and
+// receives to the node's monitor (to-network, from-network), wrapped in
+// the IP and UDP headers it had on the wire, and drops the datagrams that
+// are no WireGuard message.
+type traceBind struct {
+	conn.Bind
+	mon  *monitor.Monitor
+	port atomic.Uint32 // the bound port, for the local end of the headers
+}
+
+func (b *traceBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.Bind.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	b.port.Store(uint32(actual))
+	wrapped := make([]conn.ReceiveFunc, len(fns))
+	for i, fn := range fns {
+		wrapped[i] = func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+			n, err := fn(packets, sizes, eps)
+			if b.mon.Active() {
+				for i := range n {
+					b.received(packets[i][:sizes[i]], eps[i])
+				}
+			}
+			return n, err
+		}
+	}
+	return wrapped, actual, nil
+}
+
+func (b *traceBind) received(msg []byte, ep conn.Endpoint) {
+	local := netip.AddrPortFrom(ep.SrcIP(), uint16(b.port.Load()))
+	pkt := monitor.UDPDatagram(endpointAddrPort(ep), local, msg)
+	b.mon.Trace(monitor.FromNetwork, pkt)
+	if !wireGuardMessage(msg) {
+		b.mon.Drop(monitor.FromNetwork, monitor.Malformed, pkt)
+	}
+}
+
+func (b *traceBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if b.mon.Active() {
+		local := netip.AddrPortFrom(ep.SrcIP(), uint16(b.port.Load()))
+		remote := endpointAddrPort(ep)
+		for _, msg := range bufs {
+			b.mon.Trace(monitor.ToNetwork, monitor.UDPDatagram(local, remote, msg))
+		}
+	}
+	return b.Bind.Send(bufs, ep)
+}
+
+// wireGuardMessage applies wireguard-go's receive checks: a known message
+// type with that type's size (at least the header, for data).
+func wireGuardMessage(msg []byte) bool {
+	if len(msg) < device.MessageKeepaliveSize {
+		return false
+	}
+	switch binary.LittleEndian.Uint32(msg) {
+	case device.MessageInitiationType:
+		return len(msg) == device.MessageInitiationSize
+	case device.MessageResponseType:
+		return len(msg) == device.MessageResponseSize
+	case device.MessageCookieReplyType:
+		return len(msg) == device.MessageCookieReplySize
+	case device.MessageTransportType:
+		return len(msg) >= device.MessageTransportSize
+	}
+	return false
+}
+
+func endpointAddrPort(ep conn.Endpoint) netip.AddrPort {
+	if std, ok := ep.(*conn.StdNetEndpoint); ok {
+		return std.AddrPort
+	}
+	ap, _ := netip.ParseAddrPort(ep.DstToString())
+	return ap
+}
+
+// deviceDrops maps wireguard-go's log lines about packets it dropped inside
+// the device to monitor events. The format strings are wireguard-go's own
+// (device/receive.go); a test sends each kind of packet and fails if one
+// goes unseen.
+func deviceDrops(mon *monitor.Monitor, format string, args []any) {
+	if !mon.Active() {
+		return
+	}
+	switch format {
+	case "IPv4 packet with disallowed source address from %v", "IPv6 packet with disallowed source address from %v":
+		mon.DropDetail(monitor.FromPeer, monitor.SourceNotAllowed, fmt.Sprintf("from %v", args...))
+	case "Packet with invalid IP version from %v":
+		mon.DropDetail(monitor.FromPeer, monitor.Malformed, fmt.Sprintf("invalid IP version from %v", args...))
+	case "Received invalid initiation message from %s":
+		mon.DropDetail(monitor.FromNetwork, monitor.HandshakeRefused, fmt.Sprintf("from %v", args...))
+	}
 }
 
 // monitorQueue bounds each control-socket listener's backlog.

@@ -94,6 +94,9 @@ type Node struct {
 
 	closers []io.Closer // forwards, proxies, control socket, metrics; closed in reverse order
 	mon     monitor.Monitor
+	// What inboundVerdict needs to know, fixed at start.
+	ownAddrs    []netip.Addr
+	promiscuous bool
 
 	ctl nodeControl // control socket, metrics and what they report (control_node.go)
 
@@ -153,10 +156,13 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 	if opts.WrapTUN != nil {
 		tunDev = opts.WrapTUN(tunDev)
 	}
-	tunDev = traceTUN{Device: tunDev, mon: &n.mon}
+	tunDev = traceTUN{Device: tunDev, n: n}
+	st.SetDropObserver(dropObserver{&n.mon})
+	n.ownAddrs = st.Addresses()
+	n.promiscuous = cfg.Serve != nil && (len(cfg.Serve.Subnets) > 0 || cfg.Serve.Exit)
 	n.tun = wrap.NewTUN(tunDev)
-	n.bind = wrap.NewBind(conn.NewDefaultBind())
-	n.dev = device.NewDevice(n.tun, n.bind, deviceLogger(log))
+	n.bind = wrap.NewBind(&traceBind{Bind: conn.NewDefaultBind(), mon: &n.mon})
+	n.dev = device.NewDevice(n.tun, n.bind, deviceLogger(log, &n.mon))
 
 	// On failure, undo what was started; each step is a no-op when its
 	// part never started.
@@ -223,10 +229,13 @@ func routesOf(own []netip.Prefix, peers []wgconf.Peer) []netip.Prefix {
 	return routes
 }
 
-func deviceLogger(log *slog.Logger) *device.Logger {
+// deviceLogger logs wireguard-go's messages (its verbose ones at debug
+// level) and passes those about dropped packets to the monitor.
+func deviceLogger(log *slog.Logger, mon *monitor.Monitor) *device.Logger {
 	wg := log.With("component", "wireguard")
 	return &device.Logger{
 		Verbosef: func(format string, args ...any) {
+			deviceDrops(mon, format, args)
 			if wg.Enabled(context.Background(), slog.LevelDebug) {
 				wg.Debug(fmt.Sprintf(format, args...))
 			}

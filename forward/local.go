@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/relay"
 )
 
@@ -74,8 +75,12 @@ func (f *TCPForward) serve() {
 		if err != nil {
 			return
 		}
+		mon := monitor.Of(f.d)
+		rec := monitor.ConnRecord{Kind: "tcp-forward", From: c.RemoteAddr().String(), To: f.target}
 		if int(f.open.Load()) >= f.max {
 			f.log.Warn("forward: connection limit reached; closing new connection", "listen", f.ln.Addr().String(), "limit", f.max)
+			rec.Verdict = fmt.Sprintf("refused: limit of %d connections", f.max)
+			mon.DropConn(monitor.FromApp, monitor.ConnLimit, rec)
 			c.Close()
 			continue
 		}
@@ -89,11 +94,16 @@ func (f *TCPForward) serve() {
 			defer f.conns.wg.Done()
 			defer f.open.Add(-1)
 			defer f.conns.remove(c)
+			start := time.Now()
+			rec.Verdict = "open"
+			mon.TraceConn(monitor.FromApp, rec)
 			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 			t, err := f.d.DialContext(ctx, "tcp", f.target)
 			cancel()
 			if err != nil {
 				f.log.Info("forward: dial failed", "target", f.target, "err", err)
+				rec.Verdict, rec.Duration = "error: "+err.Error(), time.Since(start)
+				mon.Conn(rec)
 				if tc, ok := c.(*net.TCPConn); ok {
 					tc.SetLinger(0) // the client sees a reset, not a clean close
 				}
@@ -105,7 +115,9 @@ func (f *TCPForward) serve() {
 				return
 			}
 			defer f.conns.remove(t)
-			relay.Conns(c, t, nil)
+			in, out := relay.Conns(c, t, nil)
+			rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(in), uint64(out), time.Since(start)
+			mon.Conn(rec)
 		}()
 	}
 }
@@ -129,7 +141,7 @@ type UDPForward struct {
 	log     *slog.Logger
 
 	mu       sync.Mutex
-	sessions map[string]net.Conn
+	sessions map[string]*udpSession
 	conns    conns
 	accepted atomic.Uint64 // sessions opened in all
 }
@@ -157,7 +169,7 @@ func ListenUDP(bind, target string, d Dialer, timeout time.Duration, maxSessions
 	if log == nil {
 		log = slog.Default()
 	}
-	f := &UDPForward{pc: pc, target: target, d: d, timeout: timeout, max: maxSessions, log: log, sessions: map[string]net.Conn{}}
+	f := &UDPForward{pc: pc, target: target, d: d, timeout: timeout, max: maxSessions, log: log, sessions: map[string]*udpSession{}}
 	f.conns.add(pc)
 	f.conns.wg.Add(1)
 	go f.serve()
@@ -180,12 +192,21 @@ func (f *UDPForward) serve() {
 			continue
 		}
 		s.SetReadDeadline(time.Now().Add(f.timeout))
-		s.Write(buf[:n])
+		if w, err := s.Write(buf[:n]); err == nil {
+			s.out.Add(uint64(w))
+		}
 	}
 }
 
+// udpSession is one client's tunnel socket and what it carried from the
+// client (the rest of its record is kept by its reading goroutine).
+type udpSession struct {
+	net.Conn
+	out atomic.Uint64
+}
+
 // session returns the tunnel socket for client, dialing it on first use.
-func (f *UDPForward) session(client net.Addr) net.Conn {
+func (f *UDPForward) session(client net.Addr) *udpSession {
 	key := client.String()
 	f.mu.Lock()
 	s, ok := f.sessions[key]
@@ -194,17 +215,25 @@ func (f *UDPForward) session(client net.Addr) net.Conn {
 	if ok {
 		return s
 	}
+	mon := monitor.Of(f.d)
+	rec := monitor.ConnRecord{Kind: "udp-forward", From: key, To: f.target}
 	if full {
 		f.log.Warn("forward: UDP session limit reached; dropping datagram", "listen", f.pc.LocalAddr().String(), "limit", f.max)
+		rec.Verdict = fmt.Sprintf("refused: limit of %d sessions", f.max)
+		mon.DropConn(monitor.FromApp, monitor.ConnLimit, rec)
 		return nil
 	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
-	s, err := f.d.DialContext(ctx, "udp", f.target)
+	conn, err := f.d.DialContext(ctx, "udp", f.target)
 	cancel()
 	if err != nil {
 		f.log.Info("forward: dial failed", "target", f.target, "err", err)
+		rec.Verdict, rec.Duration = "error: "+err.Error(), time.Since(start)
+		mon.Conn(rec)
 		return nil
 	}
+	s = &udpSession{Conn: conn}
 	if !f.conns.add(s) {
 		return nil
 	}
@@ -212,15 +241,20 @@ func (f *UDPForward) session(client net.Addr) net.Conn {
 	f.sessions[key] = s
 	f.mu.Unlock()
 	f.accepted.Add(1)
+	rec.Verdict = "open"
+	mon.TraceConn(monitor.FromApp, rec)
 	f.conns.wg.Add(1)
 	go func() {
 		defer f.conns.wg.Done()
+		var in uint64
 		defer func() {
 			f.mu.Lock()
 			delete(f.sessions, key)
 			f.mu.Unlock()
 			f.conns.remove(s)
 			s.Close()
+			rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", in, s.out.Load(), time.Since(start)
+			mon.Conn(rec)
 		}()
 		buf := make([]byte, 64<<10)
 		for {
@@ -232,6 +266,7 @@ func (f *UDPForward) session(client net.Addr) net.Conn {
 			if _, err := f.pc.WriteTo(buf[:n], client); err != nil {
 				return
 			}
+			in += uint64(n)
 		}
 	}()
 	return s

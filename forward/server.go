@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/relay"
 )
@@ -38,6 +39,9 @@ type Server struct {
 	// MaxConns bounds concurrent relays; DefaultMaxConns when zero.
 	MaxConns int
 	Log      *slog.Logger
+	// Monitor, if set, receives the server's connection records and the
+	// reasons it refuses connections and flows.
+	Monitor *monitor.Monitor
 
 	dialer net.Dialer
 	conns  conns
@@ -87,9 +91,23 @@ func (s *Server) target(dst netip.AddrPort, ports map[uint16]string) string {
 	return ""
 }
 
+// refusal says why a flow to dst with no target, or none of the MaxConns
+// places free, is refused.
+func (s *Server) refusal(dst netip.AddrPort, target string) monitor.DropReason {
+	switch {
+	case target != "":
+		return monitor.ConnLimit
+	case s.IsLocal != nil && !s.IsLocal(dst.Addr()):
+		return monitor.NotLocal
+	}
+	return monitor.NoListener
+}
+
 func (s *Server) handleTCP(r *netstack.TCPRequest) {
 	target := s.target(r.Dst, s.TCP)
 	if target == "" || !s.reserve() {
+		s.Monitor.DropConn(monitor.FromPeer, s.refusal(r.Dst, target),
+			monitor.ConnRecord{Kind: "tcp", From: r.Src.String(), To: r.Dst.String(), Verdict: "refused"})
 		r.Refuse()
 		return
 	}
@@ -99,11 +117,15 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 			s.active.Add(-1)
 		}
 	}()
+	start := time.Now()
+	rec := monitor.ConnRecord{Kind: "tcp-forward", From: r.Src.String(), To: target}
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	host, err := s.dialer.DialContext(ctx, "tcp", target)
 	cancel()
 	if err != nil {
 		s.Log.Info("forward: target refused; resetting the peer", "from", r.Src.String(), "to", r.Dst.String(), "target", target, "err", err)
+		rec.Verdict = "refused: " + err.Error()
+		s.Monitor.DropConn(monitor.FromPeer, monitor.ForwardRefused, rec)
 		r.Refuse()
 		return
 	}
@@ -122,13 +144,17 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 		return
 	}
 	held = false
+	rec.Verdict = "open"
+	s.Monitor.TraceConn(monitor.ToApp, rec)
 	s.conns.wg.Add(1)
 	go func() {
 		defer s.conns.wg.Done()
 		defer s.active.Add(-1)
-		relay.Conns(c, host, nil)
+		toPeer, toHost := relay.Conns(c, host, nil)
 		s.conns.remove(c)
 		s.conns.remove(host)
+		rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(toHost), uint64(toPeer), time.Since(start)
+		s.Monitor.Conn(rec)
 	}()
 }
 
@@ -137,6 +163,7 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 func (s *Server) handleUDP(r *netstack.UDPRequest) bool {
 	target := s.target(r.Dst, s.UDP)
 	if target == "" || !s.reserve() {
+		s.Monitor.Drop(monitor.FromPeer, s.refusal(r.Dst, target), r.Packet())
 		return false
 	}
 	c, err := r.Accept()
@@ -172,12 +199,24 @@ func (s *Server) reserve() bool {
 // socket to target until the flow is idle for UDPTimeout. A target that
 // refuses makes the peer's first datagram come back as ICMP unreachable.
 func (s *Server) relayUDP(r *netstack.UDPRequest, c net.Conn, target string) {
+	start := time.Now()
+	rec := monitor.ConnRecord{Kind: "udp-forward", From: r.Src.String(), To: target}
 	host, err := s.dialer.Dial("udp", target)
 	if err != nil {
 		c.Close()
 		r.Unreachable()
 		return
 	}
+	rec.Verdict = "open"
+	s.Monitor.TraceConn(monitor.ToApp, rec)
+	var toHost, toPeer atomic.Uint64
+	defer func() {
+		if rec.Verdict == "open" {
+			rec.Verdict = "ok"
+		}
+		rec.BytesIn, rec.BytesOut, rec.Duration = toHost.Load(), toPeer.Load(), time.Since(start)
+		s.Monitor.Conn(rec)
+	}()
 	if !s.conns.add(host) {
 		c.Close()
 		return
@@ -200,6 +239,7 @@ func (s *Server) relayUDP(r *netstack.UDPRequest, c net.Conn, target string) {
 			if _, err := c.Write(buf[:n]); err != nil {
 				return
 			}
+			toPeer.Add(uint64(n))
 		}
 	})
 	buf := make([]byte, 64<<10)
@@ -215,11 +255,13 @@ func (s *Server) relayUDP(r *netstack.UDPRequest, c net.Conn, target string) {
 			}
 			break
 		}
+		toHost.Add(uint64(n))
 	}
 	stop()
 	wg.Wait()
 	if refusedByTarget.Load() {
 		s.Log.Info("forward: UDP target refused; answering the peer with ICMP unreachable", "from", r.Src.String(), "target", target)
+		rec.Verdict = "refused"
 		r.Unreachable()
 	}
 }

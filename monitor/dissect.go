@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -24,8 +25,43 @@ type dissection struct {
 	icmp         string // ICMP/ICMPv6 description
 	payloadLen   int    // transport payload length (UDP: from its header)
 
+	wireGuard string // a UDP payload that is a WireGuard message: its type
+
 	ipHeader, l4Header []byte // for the verbose dissection; nil if absent
 	err                string
+}
+
+// Inspect reads the IP and transport headers of pkt with the rules the
+// formatters use, and reports its addresses (when the IP header has them),
+// its transport protocol number, and, if the packet is malformed, why.
+func Inspect(pkt []byte) (src, dst netip.Addr, proto uint8, err error) {
+	d := dissect(pkt)
+	if d.err != "" {
+		err = errors.New(d.err)
+	}
+	return d.src, d.dst, d.proto, err
+}
+
+// wireGuardMessage names the WireGuard message in a UDP payload, or
+// returns "" if it is none: a known type in a little-endian word with the
+// size that type has.
+func wireGuardMessage(p []byte) string {
+	if len(p) < 4 || p[1] != 0 || p[2] != 0 || p[3] != 0 {
+		return ""
+	}
+	switch {
+	case p[0] == 1 && len(p) == 148:
+		return "wg handshake-initiation"
+	case p[0] == 2 && len(p) == 92:
+		return "wg handshake-response"
+	case p[0] == 3 && len(p) == 64:
+		return "wg cookie-reply"
+	case p[0] == 4 && len(p) == 32:
+		return "wg keepalive"
+	case p[0] == 4 && len(p) > 32:
+		return "wg data"
+	}
+	return ""
 }
 
 // packetAddrs returns the source and destination of an IP packet, or
@@ -131,6 +167,7 @@ func dissect(pkt []byte) dissection {
 		d.hasPorts, d.sport, d.dport = true, u.SourcePort(), u.DestinationPort()
 		d.l4Header = l4[:header.UDPMinimumSize]
 		d.payloadLen = max(int(u.Length())-header.UDPMinimumSize, 0)
+		d.wireGuard = wireGuardMessage(l4[header.UDPMinimumSize:])
 	case uint8(header.ICMPv4ProtocolNumber):
 		if d.version != 4 || len(l4) < header.ICMPv4MinimumSize {
 			d.err = fmt.Sprintf("truncated icmp header (%d bytes)", len(l4))
@@ -307,6 +344,9 @@ func (d *dissection) summary() string {
 		b.WriteString(" " + d.icmp)
 	default:
 		fmt.Fprintf(&b, " len=%d", d.payloadLen)
+		if d.wireGuard != "" {
+			b.WriteString(" " + d.wireGuard)
+		}
 	}
 	return b.String()
 }

@@ -50,8 +50,8 @@ func (f *Filter) matchPacket(k Kind, src, dst netip.Addr) bool {
 	return f.matchKind(k) && f.matchAddrs(src, dst)
 }
 
-func (f *Filter) matchConn(rec *ConnRecord) bool {
-	if !f.matchKind(KindConn) {
+func (f *Filter) matchConn(k Kind, rec *ConnRecord) bool {
+	if !f.matchKind(k) {
 		return false
 	}
 	if !f.hasAddr() {

@@ -34,17 +34,35 @@ func FormatLine(ev Event) string {
 		fmt.Fprintf(&b, " (%d %s)", ev.Reason, ev.Reason)
 		fallthrough
 	case KindTrace:
-		d := dissect(ev.Packet)
-		b.WriteString(" " + d.summary())
+		switch {
+		case ev.Conn != nil:
+			b.WriteString(" " + connSummary(ev.Conn))
+		case ev.Packet != nil || ev.Detail == "":
+			d := dissect(ev.Packet)
+			b.WriteString(" " + d.summary())
+		}
 	case KindConn:
 		if c := ev.Conn; c != nil {
-			fmt.Fprintf(&b, " %s %s -> %s %s in=%d out=%d dur=%s",
-				orDash(c.Kind), orDash(c.From), orDash(c.To), orDash(c.Verdict), c.BytesIn, c.BytesOut, c.Duration)
+			b.WriteString(" " + connSummary(c))
 		}
 	case KindLost:
 		fmt.Fprintf(&b, " %d events", ev.Lost)
 	}
+	if ev.Detail != "" {
+		b.WriteString(" " + ev.Detail)
+	}
 	return b.String()
+}
+
+// connSummary is the one-line form of a connection record. A record
+// without bytes or duration (a connection opening or refused) leaves them
+// out.
+func connSummary(c *ConnRecord) string {
+	s := fmt.Sprintf("%s %s -> %s %s", orDash(c.Kind), orDash(c.From), orDash(c.To), orDash(c.Verdict))
+	if c.BytesIn != 0 || c.BytesOut != 0 || c.Duration != 0 {
+		s += fmt.Sprintf(" in=%d out=%d dur=%s", c.BytesIn, c.BytesOut, c.Duration)
+	}
+	return s
 }
 
 func orDash(s string) string {
@@ -74,6 +92,7 @@ type jsonEvent struct {
 	Summary    string    `json:"summary,omitempty"`
 	Error      string    `json:"error,omitempty"`
 	Conn       *jsonConn `json:"conn,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
 	Lost       uint64    `json:"lost,omitempty"`
 }
 
@@ -85,6 +104,16 @@ type jsonConn struct {
 	BytesIn    uint64 `json:"bytesIn"`
 	BytesOut   uint64 `json:"bytesOut"`
 	DurationMS int64  `json:"durationMs"`
+}
+
+func toJSONConn(c *ConnRecord) *jsonConn {
+	if c == nil {
+		return nil
+	}
+	return &jsonConn{
+		Kind: c.Kind, From: c.From, To: c.To, Verdict: c.Verdict,
+		BytesIn: c.BytesIn, BytesOut: c.BytesOut, DurationMS: c.Duration.Milliseconds(),
+	}
 }
 
 // FormatJSON renders ev as one JSON object without a trailing newline.
@@ -101,6 +130,10 @@ func FormatJSON(ev Event) ([]byte, error) {
 		j.Reason, j.ReasonName = uint16(ev.Reason), ev.Reason.String()
 		fallthrough
 	case KindTrace:
+		if ev.Conn != nil || (ev.Packet == nil && ev.Detail != "") {
+			j.Conn = toJSONConn(ev.Conn)
+			break
+		}
 		d := dissect(ev.Packet)
 		n := len(ev.Packet)
 		j.PacketLen = &n
@@ -117,15 +150,11 @@ func FormatJSON(ev Event) ([]byte, error) {
 		}
 		j.Summary = d.summary()
 	case KindConn:
-		if c := ev.Conn; c != nil {
-			j.Conn = &jsonConn{
-				Kind: c.Kind, From: c.From, To: c.To, Verdict: c.Verdict,
-				BytesIn: c.BytesIn, BytesOut: c.BytesOut, DurationMS: c.Duration.Milliseconds(),
-			}
-		}
+		j.Conn = toJSONConn(ev.Conn)
 	case KindLost:
 		j.Lost = ev.Lost
 	}
+	j.Detail = ev.Detail
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false) // keep "->" in summaries readable
@@ -145,7 +174,7 @@ func FormatVerbose(ev Event) string {
 	var b strings.Builder
 	b.WriteString(FormatLine(ev))
 	b.WriteString("\n")
-	if ev.Kind != KindTrace && ev.Kind != KindDrop {
+	if (ev.Kind != KindTrace && ev.Kind != KindDrop) || ev.Conn != nil || (ev.Packet == nil && ev.Detail != "") {
 		return b.String()
 	}
 	d := dissect(ev.Packet)

@@ -45,6 +45,17 @@ func formatCases() []formatCase {
 			Kind: "socks5", From: "127.0.0.1:40000", To: "example.com:443", Verdict: "ok",
 			BytesIn: 1234, BytesOut: 567, Duration: 1500 * time.Millisecond}}},
 		{"lost", Event{Time: t0, Kind: KindLost, Lost: 17}},
+		{"trace-conn-open", Event{Time: t0, Kind: KindTrace, Point: FromApp, Conn: &ConnRecord{
+			Kind: "tcp-forward", From: "127.0.0.1:40000", To: "10.0.0.2:80", Verdict: "open"}}},
+		{"drop-conn-policy", Event{Time: t0, Kind: KindDrop, Point: FromApp, Reason: PolicyRefused, Conn: &ConnRecord{
+			Kind: "socks5", From: "127.0.0.1:40000", Verdict: "refused: wrong username or password"}}},
+		{"drop-detail", Event{Time: t0, Kind: KindDrop, Point: FromPeer, Reason: SourceNotAllowed, Detail: "from peer(AbCd…wXyZ)"}},
+		{"wire-initiation", trace(ToNetwork, UDPDatagram(netip.MustParseAddrPort("127.0.0.1:51820"),
+			netip.MustParseAddrPort("127.0.0.2:51821"), append([]byte{1, 0, 0, 0}, make([]byte, 144)...)))},
+		{"wire-data6", trace(FromNetwork, UDPDatagram(netip.MustParseAddrPort("[::1]:51821"),
+			netip.MustParseAddrPort("[::1]:51820"), append([]byte{4, 0, 0, 0}, make([]byte, 60)...)))},
+		{"drop-wire-malformed", Event{Time: t0, Kind: KindDrop, Point: FromNetwork, Reason: Malformed,
+			Packet: UDPDatagram(netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("127.0.0.1:51820"), []byte("junk"))}},
 		{"malformed-empty", trace(FromPeer, nil)},
 		{"malformed-short-ipv4", trace(FromPeer, []byte{0x45, 0, 0, 40, 1, 2, 3})},
 		{"malformed-version", trace(FromPeer, []byte{0x75, 0, 0, 40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})},
@@ -127,10 +138,18 @@ func TestDropReasonNames(t *testing.T) {
 		}
 		seen[name] = r
 	}
-	// The numbers are forever: pin a few.
-	for r, want := range map[DropReason]string{1: "no-peer", 2: "no-listener", 3: "malformed", 4: "queue-full", 8: "ttl-exceeded"} {
-		if got := r.String(); got != want {
-			t.Errorf("DropReason(%d) = %q, want %q", r, got, want)
+	// The numbers are forever: the whole table is pinned. Adding a
+	// reason adds a line here; changing or removing one is a mistake.
+	want := []string{1: "no-peer", 2: "no-listener", 3: "malformed", 4: "queue-full", 5: "forward-refused",
+		6: "policy-refused", 7: "not-local", 8: "source-not-allowed", 9: "unsupported-protocol",
+		10: "conn-limit", 11: "handshake-refused"}
+	rs := Reasons()
+	if len(rs) != len(want)-1 {
+		t.Errorf("Reasons() has %d reasons; the pinned table %d", len(rs), len(want)-1)
+	}
+	for r := 1; r < len(want); r++ {
+		if got := DropReason(r).String(); got != want[r] {
+			t.Errorf("DropReason(%d) = %q, want %q", r, got, want[r])
 		}
 	}
 }

@@ -16,6 +16,7 @@ package monitor
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -84,35 +85,42 @@ func (p Point) String() string {
 type DropReason uint16
 
 const (
-	NoPeerForDestination DropReason = 1  // no peer's allowed IPs cover the destination
-	NoListener           DropReason = 2  // nothing listens on the destination port
-	Malformed            DropReason = 3  // the packet could not be parsed
-	QueueFull            DropReason = 4  // an internal queue was full
-	ForwardTargetRefused DropReason = 5  // the forward's target refused or was unreachable
-	PolicyRefused        DropReason = 6  // an access rule refused the packet or connection
-	NoRoute              DropReason = 7  // no route to the destination
-	TTLExceeded          DropReason = 8  // the TTL or hop limit reached zero
-	SourceNotAllowed     DropReason = 9  // the source address is outside the sender's allowed IPs
-	TooBig               DropReason = 10 // the packet exceeds the MTU and may not be fragmented
-	UnsupportedProtocol  DropReason = 11 // the IP version or transport protocol is not handled
-	Closed               DropReason = 12 // the endpoint or device was closing
-	RateLimited          DropReason = 13 // a rate limit refused the packet
+	NoPeer              DropReason = 1  // to-peer: no peer's AllowedIPs cover the destination
+	NoListener          DropReason = 2  // from-peer: nothing listens on the destination port (answered with RST or ICMP)
+	Malformed           DropReason = 3  // a datagram that is no WireGuard message, or an IP packet that does not parse
+	QueueFull           DropReason = 4  // to-peer: the queue from the stack to WireGuard was full
+	ForwardRefused      DropReason = 5  // from-peer: a tunnel-to-local forward's target refused or was unreachable
+	PolicyRefused       DropReason = 6  // from-app: a proxy refused the client's credentials
+	NotLocal            DropReason = 7  // from-peer: the destination is neither this node's address nor a served one
+	SourceNotAllowed    DropReason = 8  // from-peer: WireGuard refused a packet whose source is outside the peer's AllowedIPs
+	UnsupportedProtocol DropReason = 9  // from-peer: the stack handles no such transport protocol
+	ConnLimit           DropReason = 10 // from-app/from-peer: a proxy or forward was at its connection limit
+	HandshakeRefused    DropReason = 11 // from-network: a handshake initiation no configured peer's key matches
 )
 
 var reasonNames = [...]string{
-	NoPeerForDestination: "no-peer",
-	NoListener:           "no-listener",
-	Malformed:            "malformed",
-	QueueFull:            "queue-full",
-	ForwardTargetRefused: "forward-refused",
-	PolicyRefused:        "policy-refused",
-	NoRoute:              "no-route",
-	TTLExceeded:          "ttl-exceeded",
-	SourceNotAllowed:     "source-not-allowed",
-	TooBig:               "too-big",
-	UnsupportedProtocol:  "unsupported-protocol",
-	Closed:               "closed",
-	RateLimited:          "rate-limited",
+	NoPeer:              "no-peer",
+	NoListener:          "no-listener",
+	Malformed:           "malformed",
+	QueueFull:           "queue-full",
+	ForwardRefused:      "forward-refused",
+	PolicyRefused:       "policy-refused",
+	NotLocal:            "not-local",
+	SourceNotAllowed:    "source-not-allowed",
+	UnsupportedProtocol: "unsupported-protocol",
+	ConnLimit:           "conn-limit",
+	HandshakeRefused:    "handshake-refused",
+}
+
+// Reasons returns every defined drop reason in number order.
+func Reasons() []DropReason {
+	var rs []DropReason
+	for r := range reasonNames {
+		if reasonNames[r] != "" {
+			rs = append(rs, DropReason(r))
+		}
+	}
+	return rs
 }
 
 func (r DropReason) String() string {
@@ -131,8 +139,14 @@ type Event struct {
 	// Packet is a copy of the IP packet (KindTrace, KindDrop). The copy is
 	// shared by every listener that receives the event: treat it as read-only.
 	Packet []byte
-	Conn   *ConnRecord // KindConn; shared by the listeners like Packet: read-only
-	Lost   uint64      // KindLost: events this listener missed
+	// Conn is the connection a KindConn record describes; a KindTrace or
+	// KindDrop event at from-app or to-app, or a refused connection, carries
+	// it instead of a packet. Shared by the listeners like Packet: read-only.
+	Conn *ConnRecord
+	// Detail says more where there is no packet to show, for example which
+	// peer sent a packet WireGuard refused. It never holds a secret.
+	Detail string
+	Lost   uint64 // KindLost: events this listener missed
 }
 
 // ConnRecord describes a connection handled by a proxy or forward.
@@ -154,7 +168,8 @@ type Monitor struct {
 
 // Active reports whether anyone listens. It is one atomic load: callers on
 // the packet path may test it and skip all monitoring work when false.
-func (m *Monitor) Active() bool { return m.n.Load() > 0 }
+// A nil Monitor is never active, and its event methods do nothing.
+func (m *Monitor) Active() bool { return m != nil && m.n.Load() > 0 }
 
 // Trace reports that pkt, an IP packet, passed point p. pkt is copied only
 // if a listener wants the event; the caller keeps ownership of pkt.
@@ -174,20 +189,63 @@ func (m *Monitor) Drop(p Point, r DropReason, pkt []byte) {
 	m.publishPacket(KindDrop, p, r, pkt)
 }
 
-// Conn reports a connection record.
+// Conn reports a connection record: a proxied or forwarded connection
+// ended.
 func (m *Monitor) Conn(rec ConnRecord) {
+	if !m.Active() {
+		return
+	}
+	m.publishConn(KindConn, 0, 0, rec)
+}
+
+// TraceConn reports that a connection passed point p (from-app when an
+// application connects to a proxy or local-to-tunnel forward, to-app when a
+// tunnel-to-local forward connects to its target).
+func (m *Monitor) TraceConn(p Point, rec ConnRecord) {
+	if !m.Active() {
+		return
+	}
+	m.publishConn(KindTrace, p, 0, rec)
+}
+
+// DropConn reports a connection refused at point p for reason r.
+func (m *Monitor) DropConn(p Point, r DropReason, rec ConnRecord) {
+	if !m.Active() {
+		return
+	}
+	m.publishConn(KindDrop, p, r, rec)
+}
+
+// DropDetail reports a drop at point p for reason r where the packet is
+// not at hand (WireGuard dropped it inside the device); detail says what
+// is known, such as the sending peer.
+func (m *Monitor) DropDetail(p Point, r DropReason, detail string) {
 	if !m.Active() {
 		return
 	}
 	ls := m.snapshot()
 	var ev Event
 	for _, l := range ls {
-		if !l.filter.matchConn(&rec) {
+		if !l.filter.matchPacket(KindDrop, netip.Addr{}, netip.Addr{}) {
 			continue
 		}
 		if ev.Kind == 0 {
-			r := rec
-			ev = Event{Time: time.Now(), Kind: KindConn, Conn: &r}
+			ev = Event{Time: time.Now(), Kind: KindDrop, Point: p, Reason: r, Detail: detail}
+		}
+		l.deliver(ev)
+	}
+}
+
+func (m *Monitor) publishConn(k Kind, p Point, r DropReason, rec ConnRecord) {
+	ls := m.snapshot()
+	var ev Event
+	for _, l := range ls {
+		if !l.filter.matchConn(k, &rec) {
+			continue
+		}
+		if ev.Kind == 0 {
+			c := rec
+			ev = Event{Time: time.Now(), Kind: k, Point: p, Reason: r, Conn: &c}
 		}
 		l.deliver(ev)
 	}
@@ -360,4 +418,15 @@ func (l *Listener) pump() {
 			return
 		}
 	}
+}
+
+// Of returns the Monitor v offers through a Monitor() *Monitor method (a
+// sidecar node does), or nil if it offers none. The proxies and forwards
+// find their node's monitor this way through the dialer they are given;
+// the event methods of a nil Monitor do nothing.
+func Of(v any) *Monitor {
+	if m, ok := v.(interface{ Monitor() *Monitor }); ok {
+		return m.Monitor()
+	}
+	return nil
 }

@@ -52,7 +52,7 @@ func TestTraceNoListenerDoesNotAllocate(t *testing.T) {
 	pkt := udpPacket("10.0.0.1", 1, "10.0.0.2", 2, "x")
 	allocs := testing.AllocsPerRun(1000, func() {
 		m.Trace(FromPeer, pkt)
-		m.Drop(ToPeer, NoRoute, pkt)
+		m.Drop(ToPeer, NotLocal, pkt)
 	})
 	if allocs != 0 {
 		t.Errorf("Trace+Drop without listeners: %v allocs, want 0", allocs)
@@ -94,8 +94,8 @@ func TestDeliveryCopiesPacket(t *testing.T) {
 	if ev.Kind != KindTrace || ev.Point != FromPeer || ev.Packet[0] != 0x45 || ev.Time.IsZero() {
 		t.Fatalf("got %+v", ev)
 	}
-	m.Drop(ToPeer, NoPeerForDestination, pkt)
-	if ev := recv(t, l); ev.Kind != KindDrop || ev.Reason != NoPeerForDestination || ev.Point != ToPeer {
+	m.Drop(ToPeer, NoPeer, pkt)
+	if ev := recv(t, l); ev.Kind != KindDrop || ev.Reason != NoPeer || ev.Point != ToPeer {
 		t.Fatalf("got %+v", ev)
 	}
 	rec := ConnRecord{Kind: "tcp-forward", From: "10.0.0.1:5", To: "127.0.0.1:80", Verdict: "ok", BytesIn: 3}

@@ -64,6 +64,7 @@ func (ns *Stack) installHandlers() {
 	})
 	ns.s.SetTransportProtocolHandler(tcp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
 		if h := ns.tcpHandler.Load(); h == nil || *h == nil {
+			ns.observeDrop(DropNoListener, pkt)
 			return false // the stack answers with a RST
 		}
 		return fwd.HandlePacket(id, pkt)
@@ -96,6 +97,11 @@ func (r *UDPRequest) Accept() (net.Conn, error) {
 	return connectedUDP(&wq, ep), nil
 }
 
+// Packet returns the flow's first datagram, IP header included. A handler
+// that refuses the flow may report it (the stack reports only the
+// datagrams no handler saw).
+func (r *UDPRequest) Packet() []byte { return r.packet }
+
 // Unreachable tells the peer the flow's port is unreachable (ICMP or
 // ICMPv6 port unreachable quoting its first datagram), after the handler
 // accepted it and only then found its target refused. The accepted socket
@@ -121,10 +127,12 @@ func (ns *Stack) HandleUDP(h func(*UDPRequest) bool) { ns.udpHandler.Store(&h) }
 func (ns *Stack) handleUDP(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
 	h := ns.udpHandler.Load()
 	if h == nil || *h == nil {
+		ns.observeDrop(DropNoListener, pkt)
 		return false // the stack answers with ICMP port unreachable
 	}
 	src, dst := endpointAddr(id.RemoteAddress, id.RemotePort), endpointAddr(id.LocalAddress, id.LocalPort)
 	if _, rejected := ns.rejected.Load(flowID{src, dst}); rejected {
+		ns.observeDrop(DropRefused, pkt)
 		return false
 	}
 	var req *udp.ForwarderRequest

@@ -47,6 +47,10 @@ type link struct {
 
 	events chan tun.Event
 
+	// refused, if set before the link is attached, is told of each packet
+	// WritePackets refuses because the queue is full.
+	refused func(Drop, *stack.PacketBuffer)
+
 	// gro holds *gro.GRO coalescers, one per concurrent write.
 	gro sync.Pool
 }
@@ -131,6 +135,11 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		n++
 	}
 	l.mu.Unlock()
+	if n < pkts.Len() && l.refused != nil {
+		for _, pkt := range pkts.AsSlice()[n:] {
+			l.refused(DropQueueFull, pkt)
+		}
+	}
 	if wasEmpty && n > 0 {
 		select {
 		case l.ready <- struct{}{}:

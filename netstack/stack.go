@@ -81,6 +81,8 @@ type Stack struct {
 	// The handlers of unclaimed TCP and UDP (HandleTCP, HandleUDP).
 	tcpHandler atomic.Pointer[func(*TCPRequest)]
 	udpHandler atomic.Pointer[func(*UDPRequest) bool]
+	// dropObs is told of refused packets; see SetDropObserver.
+	dropObs atomic.Pointer[DropObserver]
 }
 
 // New creates a stack with the given addresses.
@@ -104,6 +106,7 @@ func New(opts Options) (*Stack, error) {
 		HandleLocal: !opts.Promiscuous,
 	})
 	ns := &Stack{s: s, link: newLink(mtu)}
+	ns.link.refused = ns.observeDrop
 	if err := tuneTCP(s); err != nil {
 		s.Close()
 		return nil, err

@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wgsidecar/sidecar/relay"
+	"github.com/wgsidecar/sidecar/monitor"
 )
 
 // HTTPConfig configures an HTTP proxy. The zero value listens on
@@ -75,7 +75,7 @@ func ListenHTTP(cfg HTTPConfig, d Dialer) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: http: %w", err)
 	}
-	s := newServer(ln, d, cfg.MaxConns, logger(cfg.Logger, "http", ln.Addr()))
+	s := newServer("http", ln, d, cfg.MaxConns, logger(cfg.Logger, "http", ln.Addr()))
 	h := &httpProxy{
 		s:    s,
 		auth: cfg.Username != "" || cfg.Password != "",
@@ -186,6 +186,8 @@ func (h *httpProxy) dialUpstream(ctx context.Context, network, address string) (
 
 func (h *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.authorized(r) {
+		h.s.mon.DropConn(monitor.FromApp, monitor.PolicyRefused, monitor.ConnRecord{
+			Kind: "http", From: r.RemoteAddr, To: r.Host, Verdict: "refused: proxy authentication required"})
 		w.Header().Set("Proxy-Authenticate", `Basic realm="`+proxyRealm+`"`)
 		http.Error(w, "407 Proxy Authentication Required", http.StatusProxyAuthRequired)
 		return
@@ -248,10 +250,12 @@ func (h *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 	// down its writing side, which a client may do right after its
 	// request. A client that leaves altogether is noticed when the
 	// answer cannot be written.
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(h.s.ctx, dialTimeout)
 	up, err := h.s.d.DialContext(ctx, "tcp", target)
 	cancel()
 	if err != nil {
+		h.s.dialFailed("http-connect", r.RemoteAddr, target, err, start)
 		h.badGateway(w, r, err)
 		return
 	}
@@ -294,7 +298,7 @@ func (h *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetDeadline(time.Time{})
 	h.s.log.Debug("http proxy: connect", "client", r.RemoteAddr, "target", target)
-	relay.Conns(c, up, early)
+	h.s.relayed("http-connect", c, up, target, early, start)
 }
 
 // forward passes a request for an absolute URL upstream and streams the

@@ -10,6 +10,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +18,9 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/wgsidecar/sidecar/monitor"
+	"github.com/wgsidecar/sidecar/relay"
 )
 
 // Dialer is what the proxies need from a node; package sidecar's *Node
@@ -47,6 +51,8 @@ const (
 
 // Server is a running proxy. Its methods are safe for concurrent use.
 type Server struct {
+	kind     string           // "socks5" or "http", for connection records
+	mon      *monitor.Monitor // the dialer's (a node's), or nil
 	ln       net.Listener
 	d        Dialer
 	log      *slog.Logger
@@ -71,12 +77,14 @@ type Server struct {
 	transport *http.Transport
 }
 
-func newServer(ln net.Listener, d Dialer, maxConns int, log *slog.Logger) *Server {
+func newServer(kind string, ln net.Listener, d Dialer, maxConns int, log *slog.Logger) *Server {
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConns
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
+		kind:     kind,
+		mon:      monitor.Of(d),
 		ln:       ln,
 		d:        d,
 		log:      log,
@@ -227,6 +235,8 @@ func (s *Server) acceptLoop(handle func(net.Conn)) {
 		}
 		backoff = 0
 		if !s.admit() {
+			s.mon.DropConn(monitor.FromApp, monitor.ConnLimit, monitor.ConnRecord{
+				Kind: s.kind, From: c.RemoteAddr().String(), Verdict: fmt.Sprintf("refused: limit of %d connections", s.maxConns)})
 			c.Close()
 			continue
 		}
@@ -248,6 +258,22 @@ func (s *Server) acceptLoop(handle func(net.Conn)) {
 			handle(c)
 		}()
 	}
+}
+
+// relayed records a connection from client to target that the proxy
+// relays: a from-app trace now, and a connection record with its bytes
+// when it ends. It returns when the relay is over.
+func (s *Server) relayed(kind string, client, up net.Conn, target string, early []byte, start time.Time) {
+	rec := monitor.ConnRecord{Kind: kind, From: client.RemoteAddr().String(), To: target, Verdict: "open"}
+	s.mon.TraceConn(monitor.FromApp, rec)
+	in, out := relay.Conns(client, up, early)
+	rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(in), uint64(out), time.Since(start)
+	s.mon.Conn(rec)
+}
+
+// dialFailed records a connection the proxy could not set up.
+func (s *Server) dialFailed(kind, client, target string, err error, start time.Time) {
+	s.mon.Conn(monitor.ConnRecord{Kind: kind, From: client, To: target, Verdict: "error: " + err.Error(), Duration: time.Since(start)})
 }
 
 // addrPortOf returns a's IP address (IPv4-mapped addresses unmapped) and

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wgsidecar/sidecar/relay"
+	"github.com/wgsidecar/sidecar/monitor"
 )
 
 // SOCKS5Config configures a SOCKS5 proxy (RFC 1928). The zero value
@@ -105,7 +105,7 @@ func ListenSOCKS5(cfg SOCKS5Config, d Dialer) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: socks5: %w", err)
 	}
-	s := newServer(ln, d, cfg.MaxConns, logger(cfg.Logger, "socks5", ln.Addr()))
+	s := newServer("socks5", ln, d, cfg.MaxConns, logger(cfg.Logger, "socks5", ln.Addr()))
 	p := &socks5{
 		s:       s,
 		auth:    cfg.Username != "" || cfg.Password != "",
@@ -403,6 +403,8 @@ func (p *socks5) serve(c net.Conn) {
 		level := slog.LevelDebug
 		if errors.Is(err, errWrongSecret) {
 			level = slog.LevelInfo
+			p.s.mon.DropConn(monitor.FromApp, monitor.PolicyRefused, monitor.ConnRecord{
+				Kind: "socks5", From: c.RemoteAddr().String(), Verdict: "refused: " + errWrongSecret.Error()})
 		}
 		p.s.log.Log(p.s.ctx, level, "socks5 handshake failed", "client", c.RemoteAddr().String(), "err", err)
 		lingeringClose(c)
@@ -430,6 +432,7 @@ func lingeringClose(c net.Conn) {
 
 // connect answers CONNECT: it dials dst and relays.
 func (p *socks5) connect(c net.Conn, dst socksAddr) {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(p.s.ctx, dialTimeout)
 	up, err := p.s.d.DialContext(ctx, "tcp", dst.String())
 	cancel()
@@ -439,6 +442,7 @@ func (p *socks5) connect(c net.Conn, dst socksAddr) {
 	if err != nil {
 		rep := socksReplyFor(err)
 		p.s.log.Debug("socks5 connect failed", "client", c.RemoteAddr().String(), "dst", dst.String(), "reply", rep, "err", err)
+		p.s.dialFailed("socks5", c.RemoteAddr().String(), dst.String(), err, start)
 		writeReply(c, rep, netip.AddrPort{})
 		lingeringClose(c)
 		return
@@ -453,5 +457,5 @@ func (p *socks5) connect(c net.Conn, dst socksAddr) {
 	}
 	c.SetDeadline(time.Time{})
 	p.s.log.Debug("socks5 connect", "client", c.RemoteAddr().String(), "dst", dst.String())
-	relay.Conns(c, up, nil)
+	p.s.relayed("socks5", c, up, dst.String(), nil, start)
 }

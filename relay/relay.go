@@ -30,20 +30,22 @@ var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); ret
 // of what it reads from client (bytes the client sent early, which the
 // caller already read). The end of one direction's stream is passed on as
 // a half-close, so a client that shuts down writing still receives the
-// whole answer; an error in either direction closes both at once.
-func Conns(client, upstream net.Conn, prefix []byte) {
+// whole answer; an error in either direction closes both at once. It
+// returns the bytes written to each side (toUpstream includes prefix).
+func Conns(client, upstream net.Conn, prefix []byte) (toClient, toUpstream int64) {
 	var wg sync.WaitGroup
-	wg.Go(func() { pipe(client, upstream, nil) })
-	pipe(upstream, client, prefix)
+	wg.Go(func() { toClient = pipe(client, upstream, nil) })
+	toUpstream = pipe(upstream, client, prefix)
 	wg.Wait()
 	client.Close()
 	upstream.Close()
+	return toClient, toUpstream
 }
 
 // pipe copies src to dst after prefix. At the end of src it half-closes
 // dst; on an error it closes both, which ends the other direction too.
-func pipe(dst, src net.Conn, prefix []byte) {
-	err := copyStream(dst, src, prefix)
+func pipe(dst, src net.Conn, prefix []byte) (written int64) {
+	written, err := copyStream(dst, src, prefix)
 	if err == nil {
 		cw, ok := dst.(closeWriter)
 		if ok {
@@ -58,15 +60,19 @@ func pipe(dst, src net.Conn, prefix []byte) {
 		dst.Close()
 		src.Close()
 	}
+	return written
 }
 
 // copyStream copies prefix and then src to dst until src ends (nil) or
 // fails. It reads into its own buffers: the conns' ReadFrom and WriteTo
 // would allocate one per call when the other side is not of their kind.
-func copyStream(dst, src net.Conn, prefix []byte) error {
+// It returns the bytes written.
+func copyStream(dst, src net.Conn, prefix []byte) (written int64, err error) {
 	if len(prefix) > 0 {
-		if _, err := dst.Write(prefix); err != nil {
-			return err
+		n, err := dst.Write(prefix)
+		written += int64(n)
+		if err != nil {
+			return written, err
 		}
 	}
 	small := make([]byte, smallBufSize)
@@ -83,8 +89,10 @@ func copyStream(dst, src net.Conn, prefix []byte) error {
 		}
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return err
+			w, err := dst.Write(buf[:n])
+			written += int64(w)
+			if err != nil {
+				return written, err
 			}
 		}
 		switch {
@@ -98,10 +106,10 @@ func copyStream(dst, src net.Conn, prefix []byte) error {
 			big = nil
 		}
 		if rerr == io.EOF {
-			return nil
+			return written, nil
 		}
 		if rerr != nil {
-			return rerr
+			return written, rerr
 		}
 	}
 }

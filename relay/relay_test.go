@@ -20,7 +20,8 @@ func TestRelayPieces(t *testing.T) {
 	client, clientEnd := tcpPair(t)
 	upstream, upstreamEnd := tcpPair(t)
 	done := make(chan struct{})
-	go func() { Conns(clientEnd, upstreamEnd, []byte("early ")); close(done) }()
+	var toClient, toUpstream int64
+	go func() { toClient, toUpstream = Conns(clientEnd, upstreamEnd, []byte("early ")); close(done) }()
 
 	data := make([]byte, 1<<20)
 	rand.Read(data)
@@ -50,6 +51,9 @@ func TestRelayPieces(t *testing.T) {
 		t.Errorf("client got %d bytes, not the %d sent", len(down), len(data))
 	}
 	<-done
+	if toClient != int64(len(data)) || toUpstream != int64(len(data)+len("early ")) {
+		t.Errorf("Conns counted %d bytes to the client and %d upstream; want %d and %d", toClient, toUpstream, len(data), len(data)+len("early "))
+	}
 	client.Close()
 	upstream.Close()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -72,7 +73,7 @@ func TestMonitorCommandJSON(t *testing.T) {
 }
 
 func TestMonitorCommandVerbose(t *testing.T) {
-	code, out, stderr := runMonitor(t, "-n", "1", "-v")
+	code, out, stderr := runMonitor(t, "-n", "1", "-v", "--addr", "10.99.0.2")
 	if code != 0 || !strings.Contains(out, "ipv4 src=10.99.0.") || !strings.Contains(out, "packet ") {
 		t.Errorf("-v: exit %d, output:\n%s\nstderr: %s", code, out, stderr)
 	}
@@ -82,7 +83,7 @@ func TestMonitorCommandVerbose(t *testing.T) {
 // header, raw-IP link type, and the packets' count and addresses.
 func TestMonitorCommandPcap(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "cap.pcap")
-	code, _, stderr := runMonitor(t, "-n", "6", "-w", file)
+	code, _, stderr := runMonitor(t, "-n", "6", "-w", file, "--addr", "10.99.0.0/24")
 	if code != 0 || !strings.Contains(stderr, "6 packets written") {
 		t.Fatalf("monitor -w: exit %d: %s", code, stderr)
 	}
@@ -106,5 +107,54 @@ func TestMonitorCommandPcap(t *testing.T) {
 	}
 	if n != 6 {
 		t.Errorf("%d packets in the pcap; want 6", n)
+	}
+
+	// An independent reader: Wireshark's tshark (installed by .ci/run).
+	t.Run("tshark", func(t *testing.T) {
+		if _, err := exec.LookPath("tshark"); err != nil {
+			t.Skip("tshark is not installed (Debian package tshark); .ci/run installs it")
+		}
+		out, err := exec.Command("tshark", "-r", file, "-T", "fields", "-e", "ip.src", "-e", "ip.dst", "-e", "_ws.col.Protocol").Output()
+		if err != nil {
+			t.Fatalf("tshark: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 6 {
+			t.Fatalf("tshark read %d packets; want 6:\n%s", len(lines), out)
+		}
+		for _, l := range lines {
+			f := strings.Fields(l)
+			// Mostly the pings; the nodes' warm-up HTTP exchange may
+			// still be closing.
+			if len(f) != 3 || !strings.HasPrefix(f[0], "10.99.0.") || !strings.HasPrefix(f[1], "10.99.0.") || (f[2] != "ICMP" && f[2] != "TCP") {
+				t.Errorf("tshark line %q; want 10.99.0.x 10.99.0.y ICMP (or TCP)", l)
+			}
+		}
+	})
+}
+
+// TestMonitorCommandPcapWire captures the physical layer: tshark must
+// decode the UDP datagrams as WireGuard transport data.
+func TestMonitorCommandPcapWire(t *testing.T) {
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Skip("tshark is not installed (Debian package tshark); .ci/run installs it")
+	}
+	file := filepath.Join(t.TempDir(), "wire.pcap")
+	code, _, stderr := runMonitor(t, "-n", "4", "-w", file, "--addr", "127.0.0.0/8")
+	if code != 0 {
+		t.Fatalf("monitor -w: exit %d: %s", code, stderr)
+	}
+	out, err := exec.Command("tshark", "-r", file, "-d", "udp.port==1-65535,wg", "-T", "fields", "-e", "udp.srcport", "-e", "wg.type").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("tshark read %d packets; want 4:\n%s", len(lines), out)
+	}
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) != 2 || f[1] != "4" { // 4: transport data
+			t.Errorf("tshark line %q; want a port and WireGuard type 4", l)
+		}
 	}
 }
