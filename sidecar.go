@@ -67,11 +67,19 @@ type Options struct {
 	// counting wrapper see it: a place to capture or inspect every IP
 	// packet (the wrapper must pass packets through unchanged).
 	WrapTUN func(tun.Device) tun.Device
+	// MaxConns bounds the concurrent connections (UDP: sessions) of each
+	// proxy and forward the file starts; forward.DefaultMaxConns (1024)
+	// when zero. A connection over the limit is refused and the refusal
+	// logged.
+	MaxConns int
 	// LogStreamFlush, if set, is how long a flow-log entry may wait
 	// before its upload to the [LogStream] collector (logtail's default,
 	// 1 s, when zero).
 	LogStreamFlush time.Duration
 }
+
+// errClosed is returned by what a closed node can no longer do.
+var errClosed = errors.New("sidecar: node closed")
 
 // Node is one running sidecar. Its methods are safe for concurrent use.
 type Node struct {
@@ -87,12 +95,15 @@ type Node struct {
 	dns    *resolver.Resolver                            // nil when the file sets no DNS servers
 	public wgconf.PublicKey
 
+	reloadMu sync.Mutex // serialises Reload
+
 	mu      sync.Mutex
 	peers   []wgconf.Peer // current peers
 	started time.Time
 	closed  bool
 
-	closers []io.Closer // forwards, proxies, control socket, metrics; closed in reverse order
+	closers []io.Closer // control socket, metrics; closed in reverse order
+	fwd     forwards    // proxies and forwards (forwards.go)
 	mon     monitor.Monitor
 
 	ctl nodeControl // control socket, metrics and what they report (control_node.go)
@@ -248,7 +259,11 @@ func (n *Node) interfaceUAPI() string {
 // changed peer's session) carry on. Endpoint host names are resolved on the
 // host network; a name that does not resolve yet is logged and tried again
 // later. Handshakes with new peers happen on first traffic.
-func (n *Node) SetPeers(peers []wgconf.Peer) error { return n.setPeers(peers, false) }
+func (n *Node) SetPeers(peers []wgconf.Peer) error {
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
+	return n.setPeers(peers, false)
+}
 
 // setPeers configures peers; with announce, a handshake with every new
 // peer that has an endpoint starts at once, so that peers learn of a
@@ -704,12 +719,13 @@ func (n *Node) Close() error {
 	return nil
 }
 
-// release stops what Start started, in reverse: forwards, proxies, control
-// socket and metrics; the flow log (writing its last window while the
+// release stops what Start started, in reverse: metrics and control
+// socket; forwards and proxies; the flow log (writing its last window while the
 // tunnel is still up); the WireGuard device with its socket and tun
 // device; the stack.
 func (n *Node) release() {
 	closeAll(n.closers)
+	n.closeForwards()
 	n.shutdownFlowLog()
 	n.dev.Close() // closes the bind and the tun device
 	n.stack.Close()

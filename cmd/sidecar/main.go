@@ -24,7 +24,8 @@ import (
 const usage = `sidecar: a rootless WireGuard sidecar (user-space network stack).
 
 Usage:
-  sidecar up -c FILE       run a node from a wg-quick style file until SIGINT/SIGTERM
+  sidecar up -c FILE       run a node from a wg-quick style file until SIGINT/SIGTERM;
+                           SIGHUP reloads the file (peers, proxies, forwards)
   sidecar check -c FILE    validate a file and print its warnings
   sidecar status [--socket PATH | -c FILE] [-j]
                            show a running sidecar: its peers, handshakes, transfer, listeners
@@ -186,7 +187,9 @@ func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			log.Info("shutting down", "signal", "SIGINT/SIGTERM")
 			return node.Close()
 		case <-hup:
-			reloadPeers(log, *file, node)
+			// The node logs what it applied, or why it refused.
+			log.Info("reloading", "signal", "SIGHUP", "file", *file)
+			node.ReloadFile()
 		}
 	}
 }
@@ -217,21 +220,6 @@ func stdioTunnel(ctx context.Context, node *sidecar.Node, target string, stdin i
 	case <-ctx.Done():
 		return nil
 	}
-}
-
-// reloadPeers reads the file again and applies its peers. A file that no
-// longer parses is logged and the running configuration kept.
-func reloadPeers(log *slog.Logger, file string, node *sidecar.Node) {
-	cfg, err := wgconf.ParseFile(file)
-	if err != nil {
-		log.Error("reload refused; keeping the running configuration", "err", err)
-		return
-	}
-	if err := node.SetPeers(cfg.Peers); err != nil {
-		log.Error("reload failed", "err", err)
-		return
-	}
-	log.Info("peers reloaded", "peers", len(cfg.Peers))
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
