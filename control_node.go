@@ -339,6 +339,14 @@ func (n *Node) collectMetrics() []metrics.Family {
 	}
 	fams = append(fams, msgs)
 
+	dog := metrics.Family{Name: "wgsidecar_watchdog_recoveries_total", Type: metrics.Counter, Help: "Times the watchdog acted for a peer with traffic waiting and no handshake (re-resolve, re-handshake)."}
+	dog.Add(float64(n.dog.recoveries.Load()))
+	rebinds := metrics.Family{Name: "wgsidecar_watchdog_socket_reopens_total", Type: metrics.Counter, Help: "Times the watchdog reopened the WireGuard UDP socket because sends were failing."}
+	rebinds.Add(float64(n.dog.rebinds.Load()))
+	moved := metrics.Family{Name: "wgsidecar_watchdog_endpoint_moves_total", Type: metrics.Counter, Help: "Times the watchdog's re-resolution pointed a peer at a new address."}
+	moved.Add(float64(n.dog.resolved.Load()))
+	fams = append(fams, dog, rebinds, moved)
+
 	if n.flows != nil {
 		_, windows, messages := n.ctl.flows.snapshot()
 		w := metrics.Family{Name: "wgsidecar_flowlog_windows_total", Type: metrics.Counter, Help: "Flow-log windows with traffic written (empty windows write nothing)."}

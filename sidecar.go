@@ -58,6 +58,11 @@ type Options struct {
 	// without a handshake before the name is resolved again; 135 s (the
 	// interval wg-quick's reresolve-dns uses) when zero.
 	StaleHandshake time.Duration
+	// Watchdog is how long a peer with traffic waiting may go without a
+	// handshake before the node re-resolves its endpoint, reopens its UDP
+	// socket if sends were failing, and starts a handshake (see
+	// DefaultWatchdog, used when zero); negative turns the watchdog off.
+	Watchdog time.Duration
 	// FlowSink, if set, receives the node's flow log (in addition to the
 	// file's [FlowLog] Output), which turns flow logging on even when
 	// the file has no [FlowLog] section. netlog.MemorySink keeps it in
@@ -107,6 +112,7 @@ type Node struct {
 	mon     monitor.Monitor
 
 	ctl nodeControl // control socket, metrics and what they report (control_node.go)
+	dog watchdog    // watchdog.go
 
 	httpOnce   sync.Once
 	httpClient *http.Client
@@ -199,6 +205,10 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 	}
 	n.wg.Add(1)
 	go n.reresolveLoop()
+	if opts.Watchdog >= 0 {
+		n.wg.Add(1)
+		go n.watchdogLoop(cmp.Or(opts.Watchdog, DefaultWatchdog))
+	}
 	log.Info("sidecar up", "public_key", n.public.String(), "listen_port", n.ListenPort(), "peers", len(cfg.Peers))
 	return n, nil
 }
@@ -436,22 +446,7 @@ func (n *Node) reresolveStale(stale time.Duration) {
 		if time.Since(last) < stale {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		ep, err := n.resolveEndpoint(ctx, p.Endpoint)
-		cancel()
-		if err != nil {
-			n.log.Warn("re-resolving peer endpoint failed", "peer", p.PublicKey.String(), "endpoint", p.Endpoint, "err", err)
-			continue
-		}
-		if ep == status[p.PublicKey].Endpoint {
-			continue
-		}
-		uapi := fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", p.PublicKey.Hex(), ep)
-		if err := n.dev.IpcSet(uapi); err != nil {
-			n.log.Warn("setting re-resolved endpoint failed", "peer", p.PublicKey.String(), "err", err)
-			continue
-		}
-		n.log.Info("peer endpoint re-resolved", "peer", p.PublicKey.String(), "endpoint", p.Endpoint, "address", ep.String())
+		n.reresolvePeer(p, status[p.PublicKey].Endpoint)
 	}
 }
 
