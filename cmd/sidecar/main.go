@@ -132,24 +132,40 @@ func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// upOptions are the flags of "sidecar up".
+type upOptions struct {
+	file, level string
+	logJSON     bool
+}
+
+// parseUpFlags parses the arguments of "sidecar up".
+func parseUpFlags(args []string, stderr io.Writer) (upOptions, error) {
 	fs := newFlags("up", "up -c FILE [--log-level LEVEL] [--log-json]", stderr)
-	file := fs.String("c", "", "configuration `file` (wg-quick format plus sidecar sections)")
-	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
-	logJSON := fs.Bool("log-json", false, "log as JSON lines instead of text")
+	var o upOptions
+	fs.StringVar(&o.file, "c", "", "configuration `file` (wg-quick format plus sidecar sections); SIGHUP reloads it")
+	fs.StringVar(&o.level, "log-level", "info", "log `level`: debug, info, warn, error")
+	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return o, err
 	}
-	if *file == "" {
+	if o.file == "" {
 		fmt.Fprintln(stderr, "sidecar up: -c FILE is required")
 		fs.Usage()
-		return errUsage
+		return o, errUsage
 	}
-	log, err := newLogger(stderr, *level, *logJSON)
+	return o, nil
+}
+
+func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	o, err := parseUpFlags(args, stderr)
 	if err != nil {
 		return err
 	}
-	cfg, err := wgconf.ParseFile(*file)
+	log, err := newLogger(stderr, o.level, o.logJSON)
+	if err != nil {
+		return err
+	}
+	cfg, err := wgconf.ParseFile(o.file)
 	if err != nil {
 		return err
 	}
@@ -161,7 +177,7 @@ func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if len(cfg.STDIOTunnels) > 0 && cfg.FlowLog != nil && cfg.FlowLog.Output == "-" {
-		return fmt.Errorf("%s: [STDIOTunnel] uses stdout; set [FlowLog] Output to a file", *file)
+		return fmt.Errorf("%s: [STDIOTunnel] uses stdout; set [FlowLog] Output to a file", o.file)
 	}
 	if cfg.Control == nil {
 		// `sidecar status`, `flows` and `monitor` find a running sidecar
@@ -188,7 +204,7 @@ func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return node.Close()
 		case <-hup:
 			// The node logs what it applied, or why it refused.
-			log.Info("reloading", "signal", "SIGHUP", "file", *file)
+			log.Info("reloading", "signal", "SIGHUP", "file", o.file)
 			node.ReloadFile()
 		}
 	}
