@@ -118,8 +118,7 @@ func (n *Node) watchdogCheck(timeout time.Duration, prev, now time.Time) {
 		return
 	}
 	rebound := false
-	if errs := n.bind.SendErrors(); errs != w.sendErrs {
-		w.sendErrs = errs
+	if n.bind.SendErrors() != w.sendErrs {
 		if err := n.dev.BindUpdate(); err != nil {
 			n.log.Error("watchdog: reopening the UDP socket failed", "err", err)
 		} else {
