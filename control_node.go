@@ -34,7 +34,7 @@ type nodeControl struct {
 	metricsAddr net.Addr // nil when off
 
 	mu        sync.Mutex
-	listeners []listenerEntry // in registration order
+	listeners []*listenerEntry // in registration order
 
 	flows recentFlows // a flow-log sink (see controlSink)
 }
@@ -52,10 +52,19 @@ type listenerEntry struct {
 // sessions) it has open and has accepted since it started; it is called on
 // every status request and scrape and must be cheap and safe for
 // concurrent use.
-func (n *Node) registerListener(kind, listen, target string, conns func() (open int, accepted uint64)) {
+func (n *Node) registerListener(kind, listen, target string, conns func() (open int, accepted uint64)) *listenerEntry {
 	n.ctl.mu.Lock()
 	defer n.ctl.mu.Unlock()
-	n.ctl.listeners = append(n.ctl.listeners, listenerEntry{kind: kind, listen: listen, target: target, conns: conns})
+	e := &listenerEntry{kind: kind, listen: listen, target: target, conns: conns}
+	n.ctl.listeners = append(n.ctl.listeners, e)
+	return e
+}
+
+// unregisterListener forgets a listener that stopped.
+func (n *Node) unregisterListener(e *listenerEntry) {
+	n.ctl.mu.Lock()
+	defer n.ctl.mu.Unlock()
+	n.ctl.listeners = slices.DeleteFunc(n.ctl.listeners, func(x *listenerEntry) bool { return x == e })
 }
 
 // controlSink is the flow-log sink that feeds the control socket's
@@ -252,10 +261,32 @@ func (a controlAPI) Flows(ctx context.Context) (*control.Flows, error) {
 	return &control.Flows{FlowLog: a.n.flowLogState(), Messages: msgs}, nil
 }
 
+func (a controlAPI) Reload(ctx context.Context) (*control.Reload, error) {
+	ch, err := a.n.ReloadFile()
+	if err != nil {
+		return nil, err
+	}
+	return &control.Reload{
+		PeersAdded: ch.PeersAdded, PeersRemoved: ch.PeersRemoved, PeersChanged: ch.PeersChanged,
+		Started: nonNil(ch.Started), Stopped: nonNil(ch.Stopped), NeedRestart: nonNil(ch.NeedRestart),
+	}, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
 func (n *Node) listenerSnapshot() []listenerEntry {
 	n.ctl.mu.Lock()
 	defer n.ctl.mu.Unlock()
-	return slices.Clone(n.ctl.listeners)
+	out := make([]listenerEntry, len(n.ctl.listeners))
+	for i, e := range n.ctl.listeners {
+		out[i] = *e
+	}
+	return out
 }
 
 // collectMetrics builds the metric families of one scrape.
@@ -307,6 +338,14 @@ func (n *Node) collectMetrics() []metrics.Family {
 		msgs.Add(float64(d.c.Keepalives), "direction", d.dir, "type", "keepalive")
 	}
 	fams = append(fams, msgs)
+
+	dog := metrics.Family{Name: "wgsidecar_watchdog_recoveries_total", Type: metrics.Counter, Help: "Times the watchdog acted for a peer with traffic waiting and no handshake (re-resolve, re-handshake)."}
+	dog.Add(float64(n.dog.recoveries.Load()))
+	rebinds := metrics.Family{Name: "wgsidecar_watchdog_socket_reopens_total", Type: metrics.Counter, Help: "Times the watchdog reopened the WireGuard UDP socket because sends were failing."}
+	rebinds.Add(float64(n.dog.rebinds.Load()))
+	moved := metrics.Family{Name: "wgsidecar_watchdog_endpoint_moves_total", Type: metrics.Counter, Help: "Times the watchdog's re-resolution pointed a peer at a new address."}
+	moved.Add(float64(n.dog.resolved.Load()))
+	fams = append(fams, dog, rebinds, moved)
 
 	if n.flows != nil {
 		_, windows, messages := n.ctl.flows.snapshot()

@@ -58,6 +58,11 @@ type Options struct {
 	// without a handshake before the name is resolved again; 135 s (the
 	// interval wg-quick's reresolve-dns uses) when zero.
 	StaleHandshake time.Duration
+	// Watchdog is how long a peer with traffic waiting may go without a
+	// handshake before the node re-resolves its endpoint, reopens its UDP
+	// socket if sends were failing, and starts a handshake (see
+	// DefaultWatchdog, used when zero); negative turns the watchdog off.
+	Watchdog time.Duration
 	// FlowSink, if set, receives the node's flow log (in addition to the
 	// file's [FlowLog] Output), which turns flow logging on even when
 	// the file has no [FlowLog] section. netlog.MemorySink keeps it in
@@ -67,11 +72,19 @@ type Options struct {
 	// counting wrapper see it: a place to capture or inspect every IP
 	// packet (the wrapper must pass packets through unchanged).
 	WrapTUN func(tun.Device) tun.Device
+	// MaxConns bounds the concurrent connections (UDP: sessions) of each
+	// proxy and forward the file starts; forward.DefaultMaxConns (1024)
+	// when zero. A connection over the limit is refused and the refusal
+	// logged.
+	MaxConns int
 	// LogStreamFlush, if set, is how long a flow-log entry may wait
 	// before its upload to the [LogStream] collector (logtail's default,
 	// 1 s, when zero).
 	LogStreamFlush time.Duration
 }
+
+// errClosed is returned by what a closed node can no longer do.
+var errClosed = errors.New("sidecar: node closed")
 
 // Node is one running sidecar. Its methods are safe for concurrent use.
 type Node struct {
@@ -87,18 +100,22 @@ type Node struct {
 	dns    *resolver.Resolver                            // nil when the file sets no DNS servers
 	public wgconf.PublicKey
 
+	reloadMu sync.Mutex // serialises Reload
+
 	mu      sync.Mutex
 	peers   []wgconf.Peer // current peers
 	started time.Time
 	closed  bool
 
-	closers []io.Closer // forwards, proxies, control socket, metrics; closed in reverse order
+	closers []io.Closer // control socket, metrics; closed in reverse order
+	fwd     forwards    // proxies and forwards (forwards.go)
 	mon     monitor.Monitor
 	// What inboundVerdict needs to know, fixed at start.
 	ownAddrs    []netip.Addr
 	promiscuous bool
 
 	ctl nodeControl // control socket, metrics and what they report (control_node.go)
+	dog watchdog    // watchdog.go
 
 	httpOnce   sync.Once
 	httpClient *http.Client
@@ -194,6 +211,10 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 	}
 	n.wg.Add(1)
 	go n.reresolveLoop()
+	if opts.Watchdog >= 0 {
+		n.wg.Add(1)
+		go n.watchdogLoop(cmp.Or(opts.Watchdog, DefaultWatchdog))
+	}
 	log.Info("sidecar up", "public_key", n.public.String(), "listen_port", n.ListenPort(), "peers", len(cfg.Peers))
 	return n, nil
 }
@@ -257,7 +278,11 @@ func (n *Node) interfaceUAPI() string {
 // changed peer's session) carry on. Endpoint host names are resolved on the
 // host network; a name that does not resolve yet is logged and tried again
 // later. Handshakes with new peers happen on first traffic.
-func (n *Node) SetPeers(peers []wgconf.Peer) error { return n.setPeers(peers, false) }
+func (n *Node) SetPeers(peers []wgconf.Peer) error {
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
+	return n.setPeers(peers, false)
+}
 
 // setPeers configures peers; with announce, a handshake with every new
 // peer that has an endpoint starts at once, so that peers learn of a
@@ -430,22 +455,7 @@ func (n *Node) reresolveStale(stale time.Duration) {
 		if time.Since(last) < stale {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		ep, err := n.resolveEndpoint(ctx, p.Endpoint)
-		cancel()
-		if err != nil {
-			n.log.Warn("re-resolving peer endpoint failed", "peer", p.PublicKey.String(), "endpoint", p.Endpoint, "err", err)
-			continue
-		}
-		if ep == status[p.PublicKey].Endpoint {
-			continue
-		}
-		uapi := fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", p.PublicKey.Hex(), ep)
-		if err := n.dev.IpcSet(uapi); err != nil {
-			n.log.Warn("setting re-resolved endpoint failed", "peer", p.PublicKey.String(), "err", err)
-			continue
-		}
-		n.log.Info("peer endpoint re-resolved", "peer", p.PublicKey.String(), "endpoint", p.Endpoint, "address", ep.String())
+		n.reresolvePeer(p, status[p.PublicKey].Endpoint)
 	}
 }
 
@@ -713,12 +723,13 @@ func (n *Node) Close() error {
 	return nil
 }
 
-// release stops what Start started, in reverse: forwards, proxies, control
-// socket and metrics; the flow log (writing its last window while the
+// release stops what Start started, in reverse: metrics and control
+// socket; forwards and proxies; the flow log (writing its last window while the
 // tunnel is still up); the WireGuard device with its socket and tun
 // device; the stack.
 func (n *Node) release() {
 	closeAll(n.closers)
+	n.closeForwards()
 	n.shutdownFlowLog()
 	n.dev.Close() // closes the bind and the tun device
 	n.stack.Close()

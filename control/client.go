@@ -45,7 +45,24 @@ func (c *Client) Path() string { return c.path }
 // Get asks for apiPath (PathStatus, PathFlows) and returns the answer's
 // body as the server sent it.
 func (c *Client) Get(ctx context.Context, apiPath string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sidecar"+apiPath, nil)
+	return c.do(ctx, http.MethodGet, apiPath)
+}
+
+// Reload asks POST /v1/reload: the sidecar reads its file again.
+func (c *Client) Reload(ctx context.Context) (*Reload, error) {
+	body, err := c.do(ctx, http.MethodPost, PathReload)
+	if err != nil {
+		return nil, err
+	}
+	var r Reload
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("sidecar at %s: bad answer to %s: %w", c.path, PathReload, err)
+	}
+	return &r, nil
+}
+
+func (c *Client) do(ctx context.Context, method, apiPath string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://sidecar"+apiPath, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@
 //
 //	GET /v1/status   Status: the node, its peers, its listeners, its flow log
 //	GET /v1/flows    Flows: the flow log's most recent window
+//	POST /v1/reload  Reload: read the node's file again and apply the difference
 //
 // Errors are JSON too: {"error": "..."} with a 4xx or 5xx status.
 //
@@ -28,7 +29,31 @@ const (
 	PathStatus  = "/v1/status"
 	PathFlows   = "/v1/flows"
 	PathMonitor = "/v1/monitor" // a stream of JSON lines, one per event
+	PathReload  = "/v1/reload"  // POST
 )
+
+// Reloader is what a Provider also implements to serve PathReload: it
+// reads the node's configuration file again and applies it. An error
+// (a file that does not parse, a forward that could not start) is sent to
+// the client as the answer's error, with status 422; its text must hold no
+// secret.
+type Reloader interface {
+	Reload(ctx context.Context) (*Reload, error)
+}
+
+// Reload is the answer to POST /v1/reload: what was applied.
+type Reload struct {
+	PeersAdded   int `json:"peersAdded"`
+	PeersRemoved int `json:"peersRemoved"`
+	PeersChanged int `json:"peersChanged"`
+	// Started and Stopped name the proxies and forwards started and
+	// stopped ("[Socks5] 127.0.0.1:1080").
+	Started []string `json:"started"`
+	Stopped []string `json:"stopped"`
+	// NeedRestart names the sections whose changes a running node cannot
+	// apply.
+	NeedRestart []string `json:"needRestart"`
+}
 
 // Streamer is what a Provider also implements to serve PathMonitor: it
 // calls emit with one JSON line per event until ctx ends or emit fails.

@@ -80,6 +80,10 @@ func handler(p Provider, log *slog.Logger) http.Handler {
 			stream(w, r, st, log)
 			return
 		}
+		if r.URL.Path == PathReload {
+			reload(w, r, p, log)
+			return
+		}
 		get, ok := routes[r.URL.Path]
 		if !ok {
 			reply(w, http.StatusNotFound, errorBody{"no such endpoint: " + r.URL.Path})
@@ -100,6 +104,27 @@ func handler(p Provider, log *slog.Logger) http.Handler {
 		}
 		reply(w, http.StatusOK, v)
 	})
+}
+
+// reload serves PathReload.
+func reload(w http.ResponseWriter, r *http.Request, p Provider, log *slog.Logger) {
+	rl, ok := p.(Reloader)
+	if !ok {
+		reply(w, http.StatusNotFound, errorBody{"this sidecar cannot reload"})
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		reply(w, http.StatusMethodNotAllowed, errorBody{r.Method + " not allowed; use POST"})
+		return
+	}
+	v, err := rl.Reload(r.Context())
+	if err != nil {
+		log.Warn("control: reload failed", "err", err)
+		reply(w, http.StatusUnprocessableEntity, errorBody{"reload: " + err.Error()})
+		return
+	}
+	reply(w, http.StatusOK, v)
 }
 
 func reply(w http.ResponseWriter, code int, v any) {

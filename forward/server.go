@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -23,10 +24,11 @@ import (
 // a closed port would be. In every case the host side is dialed first, so a
 // refused target is refused to the peer at once, not after a handshake.
 //
-// Set the fields before Attach; they must not change afterwards.
+// Set the fields before Attach; they must not change afterwards. SetPorts
+// changes the port forwards of an attached server.
 type Server struct {
 	// TCP and UDP map a port of the node's own addresses to a host target
-	// ("host:port").
+	// ("host:port"): the forwards Attach starts with.
 	TCP map[uint16]string
 	UDP map[uint16]string
 	// Subnets are served to peers; Exit serves every destination.
@@ -46,6 +48,24 @@ type Server struct {
 	dialer net.Dialer
 	conns  conns
 	active atomic.Int64 // relays (TCP connections, UDP flows) running or being set up
+	full   atomic.Bool  // MaxConns reached, logged once until a place frees up
+	ports  atomic.Pointer[ports]
+
+	mu    sync.Mutex
+	local map[io.Closer]portRelay // relays of a port forward, by their peer-side connection
+}
+
+// ports is one version of the port forwards; SetPorts replaces it whole.
+type ports struct {
+	tcp, udp   map[uint16]string
+	udpTimeout time.Duration
+}
+
+// portRelay is where a port forward's relay goes.
+type portRelay struct {
+	udp    bool
+	port   uint16
+	target string
 }
 
 // Attach makes s the stack's handler for unclaimed TCP and UDP. To serve
@@ -64,9 +84,60 @@ func (s *Server) Attach(st *netstack.Stack) error {
 	if (s.Exit || len(s.Subnets) > 0) && !st.Promiscuous() {
 		return errors.New("forward: serving subnets or exit needs a promiscuous stack")
 	}
+	s.ports.Store(&ports{tcp: s.TCP, udp: s.UDP, udpTimeout: s.UDPTimeout})
 	st.HandleTCP(s.handleTCP)
 	st.HandleUDP(s.handleUDP)
 	return nil
+}
+
+// SetPorts replaces the port forwards of an attached server: from now on
+// tcp and udp decide where connections to the node's own ports go, and UDP
+// flows of port forwards end after udpTimeout idle (DefaultUDPTimeout when
+// zero). Relays of a port whose target is unchanged carry on; those of a
+// port that was removed or now goes elsewhere are closed. Subnets and Exit
+// are not changed. It is safe to call while traffic flows.
+func (s *Server) SetPorts(tcp, udp map[uint16]string, udpTimeout time.Duration) {
+	if udpTimeout <= 0 {
+		udpTimeout = DefaultUDPTimeout
+	}
+	s.ports.Store(&ports{tcp: tcp, udp: udp, udpTimeout: udpTimeout})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c, r := range s.local {
+		m := tcp
+		if r.udp {
+			m = udp
+		}
+		if m[r.port] != r.target {
+			c.Close() // ends the relay; it removes itself
+		}
+	}
+}
+
+// trackLocal records c as the peer side of a port forward's relay, so that
+// SetPorts can end it; untrack forgets it. A relay set up while SetPorts
+// removed its port is closed here.
+func (s *Server) trackLocal(c io.Closer, r portRelay) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.local == nil {
+		s.local = map[io.Closer]portRelay{}
+	}
+	s.local[c] = r
+	p := s.ports.Load()
+	m := p.tcp
+	if r.udp {
+		m = p.udp
+	}
+	if m[r.port] != r.target {
+		c.Close()
+	}
+}
+
+func (s *Server) untrack(c io.Closer) {
+	s.mu.Lock()
+	delete(s.local, c)
+	s.mu.Unlock()
 }
 
 // Close ends every relay the server started.
@@ -75,20 +146,21 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// target is where a flow to dst goes on the host network, or "".
-func (s *Server) target(dst netip.AddrPort, ports map[uint16]string) string {
+// target is where a flow to dst goes on the host network, or "";
+// local reports that it is a port forward of the node's own address.
+func (s *Server) target(dst netip.AddrPort, ports map[uint16]string) (target string, local bool) {
 	if s.IsLocal != nil && s.IsLocal(dst.Addr()) {
-		return ports[dst.Port()]
+		return ports[dst.Port()], true
 	}
 	if s.Exit {
-		return dst.String()
+		return dst.String(), false
 	}
 	for _, p := range s.Subnets {
 		if p.Contains(dst.Addr()) {
-			return dst.String()
+			return dst.String(), false
 		}
 	}
-	return ""
+	return "", false
 }
 
 // refusal says why a flow to dst with no target, or none of the MaxConns
@@ -104,8 +176,8 @@ func (s *Server) refusal(dst netip.AddrPort, target string) monitor.DropReason {
 }
 
 func (s *Server) handleTCP(r *netstack.TCPRequest) {
-	target := s.target(r.Dst, s.TCP)
-	if target == "" || !s.reserve() {
+	target, local := s.target(r.Dst, s.ports.Load().tcp)
+	if target == "" || !s.reserve(r.Dst) {
 		s.Monitor.DropConn(monitor.FromPeer, s.refusal(r.Dst, target),
 			monitor.ConnRecord{Kind: "tcp", From: r.Src.String(), To: r.Dst.String(), Verdict: "refused"})
 		r.Refuse()
@@ -114,7 +186,7 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 	held := true // the reservation, until the relay goroutine takes it over
 	defer func() {
 		if held {
-			s.active.Add(-1)
+			s.release()
 		}
 	}()
 	start := time.Now()
@@ -144,13 +216,17 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 		return
 	}
 	held = false
+	if local {
+		s.trackLocal(c, portRelay{port: r.Dst.Port(), target: target})
+	}
 	rec.Verdict = "open"
 	s.Monitor.TraceConn(monitor.ToApp, rec)
 	s.conns.wg.Add(1)
 	go func() {
 		defer s.conns.wg.Done()
-		defer s.active.Add(-1)
+		defer s.release()
 		toPeer, toHost := relay.Conns(c, host, nil)
+		s.untrack(c)
 		s.conns.remove(c)
 		s.conns.remove(host)
 		rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(toHost), uint64(toPeer), time.Since(start)
@@ -161,44 +237,63 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 // handleUDP runs on the packet path: it only decides and starts a
 // goroutine; the host socket is dialed there.
 func (s *Server) handleUDP(r *netstack.UDPRequest) bool {
-	target := s.target(r.Dst, s.UDP)
-	if target == "" || !s.reserve() {
+	p := s.ports.Load()
+	target, local := s.target(r.Dst, p.udp)
+	if target == "" || !s.reserve(r.Dst) {
 		s.Monitor.Drop(monitor.FromPeer, s.refusal(r.Dst, target), r.Packet())
 		return false
 	}
 	c, err := r.Accept()
 	if err != nil {
-		s.active.Add(-1)
+		s.release()
 		return false
 	}
 	if !s.conns.add(c) {
-		s.active.Add(-1)
+		s.release()
 		return true
+	}
+	if local {
+		s.trackLocal(c, portRelay{udp: true, port: r.Dst.Port(), target: target})
 	}
 	s.conns.wg.Add(1)
 	go func() {
 		defer s.conns.wg.Done()
-		defer s.active.Add(-1)
+		defer s.release()
 		defer s.conns.remove(c)
-		s.relayUDP(r, c, target)
+		defer s.untrack(c)
+		timeout := p.udpTimeout
+		if !local {
+			timeout = s.UDPTimeout
+		}
+		s.relayUDP(r, c, target, timeout)
 	}()
 	return true
 }
 
-// reserve takes a place for one more relay, or reports that MaxConns are
-// taken.
-func (s *Server) reserve() bool {
+// reserve takes a place for one more relay to dst, or reports (and logs,
+// once until a place frees up) that MaxConns are taken.
+func (s *Server) reserve(dst netip.AddrPort) bool {
 	if s.active.Add(1) > int64(s.MaxConns) {
 		s.active.Add(-1)
+		if !s.full.Swap(true) {
+			s.Log.Warn("forward: connection limit reached; refusing new connections from the tunnel", "limit", s.MaxConns, "to", dst.String())
+		}
 		return false
 	}
 	return true
 }
 
+// release gives back a place taken by reserve.
+func (s *Server) release() {
+	if s.active.Add(-1) < int64(s.MaxConns) {
+		s.full.Store(false)
+	}
+}
+
 // relayUDP moves datagrams between the peer's flow c and a connected host
-// socket to target until the flow is idle for UDPTimeout. A target that
+// socket to target until the flow is idle for timeout. A target that
 // refuses makes the peer's first datagram come back as ICMP unreachable.
-func (s *Server) relayUDP(r *netstack.UDPRequest, c net.Conn, target string) {
+func (s *Server) relayUDP(r *netstack.UDPRequest, c net.Conn, target string, timeout time.Duration) {
 	start := time.Now()
 	rec := monitor.ConnRecord{Kind: "udp-forward", From: r.Src.String(), To: target}
 	host, err := s.dialer.Dial("udp", target)
@@ -230,7 +325,7 @@ func (s *Server) relayUDP(r *netstack.UDPRequest, c net.Conn, target string) {
 		defer stop()
 		buf := make([]byte, 64<<10)
 		for {
-			host.SetReadDeadline(time.Now().Add(s.UDPTimeout))
+			host.SetReadDeadline(time.Now().Add(timeout))
 			n, err := host.Read(buf)
 			if err != nil {
 				refusedByTarget.Store(refused(err))
@@ -244,7 +339,7 @@ func (s *Server) relayUDP(r *netstack.UDPRequest, c net.Conn, target string) {
 	})
 	buf := make([]byte, 64<<10)
 	for { // peer -> host
-		c.SetReadDeadline(time.Now().Add(s.UDPTimeout))
+		c.SetReadDeadline(time.Now().Add(timeout))
 		n, err := c.Read(buf)
 		if err != nil {
 			break

@@ -2,7 +2,9 @@ package wrap
 
 import (
 	"net/netip"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 
@@ -35,7 +37,20 @@ type Bind struct {
 	// Per-kind counters, for handshakes and keepalives only (data
 	// messages are the flows): rare, so a shared atomic costs nothing.
 	sent, received kindCounters
+
+	// What a watchdog needs to see a peer in trouble: when an initiation
+	// was last sent to an endpoint and when a send to it last failed.
+	// Both are rare (one initiation per 5 s at most per peer; errors only
+	// while the socket is bad), so a mutex is no cost.
+	sendErrs  atomic.Uint64
+	troubleMu sync.Mutex
+	initAt    map[netip.AddrPort]time.Time
+	errAt     map[netip.AddrPort]time.Time
 }
+
+// maxTrouble bounds the endpoints whose trouble times are kept; past it the
+// record starts again (a peer in trouble shows up again on its next try).
+const maxTrouble = 4096
 
 type kindCounters struct {
 	initiations, responses, cookies, keepalives atomic.Uint64
@@ -123,7 +138,8 @@ func (b *Bind) countReceived(packets [][]byte, sizes []int, eps []conn.Endpoint)
 	}
 }
 
-// Send counts each datagram as sent to ep, then sends the batch.
+// Send counts each datagram as sent to ep, then sends the batch. A
+// handshake initiation, and a failed send, are noted for Trouble.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	s := b.stats.Load()
 	var k stats.Key
@@ -132,8 +148,12 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		k = stats.MakeKey(0, netip.AddrPort{}, endpointAddr(ep))
 		batch = s.Begin()
 	}
+	initiation := false
 	for _, msg := range bufs {
 		b.sent.count(msg)
+		if len(msg) > 0 && msg[0] == msgInitiation {
+			initiation = true
+		}
 		if s != nil {
 			batch.Count(stats.Physical, &k, len(msg), stats.Tx)
 		}
@@ -141,8 +161,44 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if s != nil {
 		batch.End()
 	}
-	return b.Bind.Send(bufs, ep)
+	err := b.Bind.Send(bufs, ep)
+	if err != nil {
+		b.sendErrs.Add(1)
+	}
+	if initiation || err != nil {
+		b.noteTrouble(endpointAddr(ep), initiation, err != nil)
+	}
+	return err
 }
+
+func (b *Bind) noteTrouble(ap netip.AddrPort, initiation, failed bool) {
+	now := time.Now()
+	b.troubleMu.Lock()
+	defer b.troubleMu.Unlock()
+	if b.initAt == nil || len(b.initAt)+len(b.errAt) > maxTrouble {
+		b.initAt = map[netip.AddrPort]time.Time{}
+		b.errAt = map[netip.AddrPort]time.Time{}
+	}
+	if initiation {
+		b.initAt[ap] = now
+	}
+	if failed {
+		b.errAt[ap] = now
+	}
+}
+
+// Trouble reports when a handshake initiation was last sent to the remote
+// endpoint ap and when a send to it last failed; zero times when never.
+// An initiation later than the peer's last handshake is one not answered
+// (yet).
+func (b *Bind) Trouble(ap netip.AddrPort) (lastInitiation, lastSendError time.Time) {
+	b.troubleMu.Lock()
+	defer b.troubleMu.Unlock()
+	return b.initAt[ap], b.errAt[ap]
+}
+
+// SendErrors counts the sends that failed since the bind was made.
+func (b *Bind) SendErrors() uint64 { return b.sendErrs.Load() }
 
 // endpointAddr returns the remote address of ep without allocating for
 // the standard bind's endpoints.

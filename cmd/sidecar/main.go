@@ -24,7 +24,8 @@ import (
 const usage = `sidecar: a rootless WireGuard sidecar (user-space network stack).
 
 Usage:
-  sidecar up -c FILE       run a node from a wg-quick style file until SIGINT/SIGTERM
+  sidecar up -c FILE       run a node from a wg-quick style file until SIGINT/SIGTERM;
+                           SIGHUP reloads the file (peers, proxies, forwards)
   sidecar check -c FILE    validate a file and print its warnings
   sidecar status [--socket PATH | -c FILE] [-j]
                            show a running sidecar: its peers, handshakes, transfer, listeners
@@ -131,24 +132,40 @@ func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// upOptions are the flags of "sidecar up".
+type upOptions struct {
+	file, level string
+	logJSON     bool
+}
+
+// parseUpFlags parses the arguments of "sidecar up".
+func parseUpFlags(args []string, stderr io.Writer) (upOptions, error) {
 	fs := newFlags("up", "up -c FILE [--log-level LEVEL] [--log-json]", stderr)
-	file := fs.String("c", "", "configuration `file` (wg-quick format plus sidecar sections)")
-	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
-	logJSON := fs.Bool("log-json", false, "log as JSON lines instead of text")
+	var o upOptions
+	fs.StringVar(&o.file, "c", "", "configuration `file` (wg-quick format plus sidecar sections); SIGHUP reloads it")
+	fs.StringVar(&o.level, "log-level", "info", "log `level`: debug, info, warn, error")
+	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return o, err
 	}
-	if *file == "" {
+	if o.file == "" {
 		fmt.Fprintln(stderr, "sidecar up: -c FILE is required")
 		fs.Usage()
-		return errUsage
+		return o, errUsage
 	}
-	log, err := newLogger(stderr, *level, *logJSON)
+	return o, nil
+}
+
+func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	o, err := parseUpFlags(args, stderr)
 	if err != nil {
 		return err
 	}
-	cfg, err := wgconf.ParseFile(*file)
+	log, err := newLogger(stderr, o.level, o.logJSON)
+	if err != nil {
+		return err
+	}
+	cfg, err := wgconf.ParseFile(o.file)
 	if err != nil {
 		return err
 	}
@@ -160,7 +177,7 @@ func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if len(cfg.STDIOTunnels) > 0 && cfg.FlowLog != nil && cfg.FlowLog.Output == "-" {
-		return fmt.Errorf("%s: [STDIOTunnel] uses stdout; set [FlowLog] Output to a file", *file)
+		return fmt.Errorf("%s: [STDIOTunnel] uses stdout; set [FlowLog] Output to a file", o.file)
 	}
 	if cfg.Control == nil {
 		// `sidecar status`, `flows` and `monitor` find a running sidecar
@@ -186,7 +203,9 @@ func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			log.Info("shutting down", "signal", "SIGINT/SIGTERM")
 			return node.Close()
 		case <-hup:
-			reloadPeers(log, *file, node)
+			// The node logs what it applied, or why it refused.
+			log.Info("reloading", "signal", "SIGHUP", "file", o.file)
+			node.ReloadFile()
 		}
 	}
 }
@@ -217,21 +236,6 @@ func stdioTunnel(ctx context.Context, node *sidecar.Node, target string, stdin i
 	case <-ctx.Done():
 		return nil
 	}
-}
-
-// reloadPeers reads the file again and applies its peers. A file that no
-// longer parses is logged and the running configuration kept.
-func reloadPeers(log *slog.Logger, file string, node *sidecar.Node) {
-	cfg, err := wgconf.ParseFile(file)
-	if err != nil {
-		log.Error("reload refused; keeping the running configuration", "err", err)
-		return
-	}
-	if err := node.SetPeers(cfg.Peers); err != nil {
-		log.Error("reload failed", "err", err)
-		return
-	}
-	log.Info("peers reloaded", "peers", len(cfg.Peers))
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {

@@ -1,0 +1,178 @@
+package sidecar_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	xproxy "golang.org/x/net/proxy"
+
+	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/control"
+	"github.com/wgsidecar/sidecar/sidecartest"
+	"github.com/wgsidecar/sidecar/wgconf"
+)
+
+// TestConfigConnectionLimits starts the file's forwards and proxies with
+// Options.MaxConns 2: a local-to-tunnel forward, a SOCKS5 proxy and a
+// tunnel-to-local forward each relay two connections at once, refuse a
+// third while both are open, say so in the log, and take a new one once
+// one has ended.
+func TestConfigConnectionLimits(t *testing.T) {
+	hostEcho := listenEcho(t)
+	var logs lockedBuffer
+	dir := t.TempDir()
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
+		Configure: func(i int, cfg *wgconf.Config) {
+			if i == 0 {
+				cfg.TCPClientTunnels = []wgconf.TCPClientTunnel{{BindAddress: "127.0.0.1:0", Target: "10.99.0.2:7"}}
+				cfg.Socks5 = []wgconf.Socks5{{BindAddress: "127.0.0.1:0"}}
+				cfg.Control = &wgconf.Control{Socket: filepath.Join(dir, "a.sock")}
+			} else {
+				cfg.TCPServerTunnels = []wgconf.TCPServerTunnel{{ListenPort: 8090, Target: hostEcho}}
+			}
+		},
+		NodeOptions: func(i int, o *sidecar.Options) {
+			o.MaxConns = 2
+			o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", i)
+		},
+	})
+	a, b := nodes[0], nodes[1]
+	ln, err := b.Listen("tcp", ":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	st, err := control.NewClient(a.ControlSocket()).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fwd, socks string
+	for _, l := range st.Listeners {
+		switch l.Kind {
+		case "tcp local-to-tunnel":
+			fwd = l.Listen
+		case "socks5":
+			socks = l.Listen
+		}
+	}
+	socksDialer, err := xproxy.SOCKS5("tcp", socks, nil, &net.Dialer{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		dial func() (net.Conn, error)
+		log  string
+	}{
+		{"[TCPClientTunnel]", func() (net.Conn, error) { return net.DialTimeout("tcp", fwd, 5*time.Second) },
+			`msg="forward: connection limit reached; closing new connection" node=0 listen=` + fwd + " limit=2"},
+		{"[Socks5]", func() (net.Conn, error) { return socksDialer.Dial("tcp", "10.99.0.2:7") },
+			`msg="connection limit reached; refusing new connections" node=0`},
+		{"[TCPServerTunnel]", func() (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return a.DialContext(ctx, "tcp", "10.99.0.2:8090")
+		}, `msg="forward: connection limit reached; refusing new connections from the tunnel" node=1 limit=2 to=10.99.0.2:8090`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var open []net.Conn
+			defer func() {
+				for _, c := range open {
+					c.Close()
+				}
+			}()
+			for i := range 2 {
+				c, err := tc.dial()
+				if err != nil {
+					t.Fatalf("connection %d: %v", i, err)
+				}
+				open = append(open, c)
+				if err := echoLine(c, fmt.Sprint(i)); err != nil {
+					t.Fatalf("connection %d: %v", i, err)
+				}
+			}
+			if c, err := tc.dial(); err == nil {
+				err = echoLine(c, "third")
+				c.Close()
+				if err == nil {
+					t.Fatal("a third connection was relayed with MaxConns 2")
+				}
+			}
+			if !strings.Contains(logs.String(), tc.log) {
+				t.Errorf("the log does not say %q:\n%s", tc.log, logs.String())
+			}
+			open[0].Close()
+			open = open[1:]
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				c, err := tc.dial()
+				if err == nil {
+					err = echoLine(c, "again")
+					c.Close()
+				}
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no connection relayed after one ended: %v", err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// echoLine sends a line on c and expects it back within 5 s.
+func echoLine(c net.Conn, msg string) error {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := fmt.Fprintln(c, msg); err != nil {
+		return err
+	}
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got != msg+"\n" {
+		return fmt.Errorf("echo %q; want %q", got, msg)
+	}
+	return nil
+}
+
+// listenEcho runs a TCP echo server on host loopback and returns its
+// address.
+func listenEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
