@@ -14,6 +14,7 @@ import (
 
 	"github.com/wgsidecar/sidecar/control"
 	"github.com/wgsidecar/sidecar/metrics"
+	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wrap"
@@ -354,14 +355,43 @@ func (n *Node) collectMetrics() []metrics.Family {
 		m := metrics.Family{Name: "wgsidecar_flowlog_messages_total", Type: metrics.Counter, Help: "Flow-log messages written (a large window is split into several)."}
 		m.Add(float64(messages))
 		fams = append(fams, w, m)
-		// Early cuts are counted inside the flow logger; the family
-		// appears once netlog.Logger has an EarlyCuts method.
-		if ec, ok := any(n.flows).(interface{ EarlyCuts() uint64 }); ok {
-			e := metrics.Family{Name: "wgsidecar_flowlog_early_cuts_total", Type: metrics.Counter, Help: "Flow-log windows cut before their time because a flow table filled up."}
-			e.Add(float64(ec.EarlyCuts()))
-			fams = append(fams, e)
+		e := metrics.Family{Name: "wgsidecar_flowlog_early_cuts_total", Type: metrics.Counter, Help: "Flow-log windows cut before their time because a flow table filled up."}
+		e.Add(float64(n.flows.EarlyCuts()))
+		size := metrics.Family{Name: "wgsidecar_flowlog_window_flows", Type: metrics.Gauge, Help: "Flows in the current flow-log window so far (the size of its flow tables), by layer."}
+		v, p := n.flows.Flows()
+		size.Add(float64(v), "layer", "virtual")
+		size.Add(float64(p), "layer", "physical")
+		fams = append(fams, e, size)
+	}
+	if ls := n.logStream; ls != nil {
+		c := ls.Counts()
+		pending := metrics.Family{Name: "wgsidecar_logstream_pending_bytes", Type: metrics.Gauge, Help: "Bytes of log-stream entries waiting in the disk buffer for upload."}
+		pending.Add(float64(c.PendingBytes))
+		uploads := metrics.Family{Name: "wgsidecar_logstream_uploads_total", Type: metrics.Counter, Help: "Log-stream batches the collector accepted."}
+		uploads.Add(float64(c.Uploads))
+		entries := metrics.Family{Name: "wgsidecar_logstream_uploaded_entries_total", Type: metrics.Counter, Help: "Log-stream entries the collector accepted."}
+		entries.Add(float64(c.UploadedEntries))
+		failures := metrics.Family{Name: "wgsidecar_logstream_upload_failures_total", Type: metrics.Counter, Help: "Log-stream upload attempts that failed; each is retried with backoff."}
+		failures.Add(float64(c.Failures))
+		dropped := metrics.Family{Name: "wgsidecar_logstream_dropped_entries_total", Type: metrics.Counter, Help: "Log-stream entries dropped unsent because the disk buffer was full."}
+		dropped.Add(float64(c.Dropped))
+		fams = append(fams, pending, uploads, entries, failures, dropped)
+	}
+
+	mc := n.mon.Counts()
+	listeners := metrics.Family{Name: "wgsidecar_monitor_listeners", Type: metrics.Gauge, Help: "Monitor listeners attached (sidecar monitor sessions)."}
+	listeners.Add(float64(mc.Listeners))
+	lost := metrics.Family{Name: "wgsidecar_monitor_lost_events_total", Type: metrics.Counter, Help: "Monitor events that listeners missed because their queue was full (each reported to its listener)."}
+	lost.Add(float64(mc.Lost))
+	refused := metrics.Family{Name: "wgsidecar_connections_refused_total", Type: metrics.Counter, Help: "Connections the proxies and forwards refused, by drop reason."}
+	for _, r := range monitor.Reasons() {
+		if v := mc.Refused[r]; v > 0 {
+			refused.Add(float64(v), "reason", r.String())
 		}
 	}
+	connErrors := metrics.Family{Name: "wgsidecar_connection_errors_total", Type: metrics.Counter, Help: "Connections the proxies and forwards accepted but could not relay (the dial of their target failed)."}
+	connErrors.Add(float64(mc.ConnErrors))
+	fams = append(fams, listeners, lost, refused, connErrors)
 
 	open := metrics.Family{Name: "wgsidecar_forward_open_connections", Type: metrics.Gauge, Help: "Connections (UDP: sessions) a forward or proxy has open."}
 	accepted := metrics.Family{Name: "wgsidecar_forward_connections_total", Type: metrics.Counter, Help: "Connections (UDP: sessions) a forward or proxy has accepted."}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,12 +17,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/control"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -453,10 +456,23 @@ func httpGet(t *testing.T, url string) (int, string) {
 }
 
 func TestMetrics(t *testing.T) {
+	// A collector that takes every upload: the log stream's counters move.
+	var posts atomic.Int64
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		posts.Add(1)
+	}))
+	t.Cleanup(collector.Close) // after the nodes' own cleanups: their last window uploads
+	socksAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{Configure: func(i int, cfg *wgconf.Config) {
 		cfg.Metrics = &wgconf.Metrics{BindAddress: "127.0.0.1:0"}
 		cfg.FlowLog = &wgconf.FlowLog{Window: time.Hour, Output: filepath.Join(t.TempDir(), "flows.ndjson")}
-	}})
+		if i == 0 {
+			cfg.LogStream = &wgconf.LogStream{URL: collector.URL, Collection: "metrics.test", BufferDir: t.TempDir(),
+				PrivateID: strings.Repeat("ab", 32), MaxBuffer: 1 << 20}
+			cfg.Socks5 = []wgconf.Socks5{{BindAddress: socksAddr, Username: "u", Password: "p"}}
+		}
+	}, NodeOptions: func(i int, o *sidecar.Options) { o.LogStreamFlush = 50 * time.Millisecond }})
 	a, b := nodes[0], nodes[1]
 	if a.MetricsAddr() == nil {
 		t.Fatal("MetricsAddr() is nil with a [Metrics] section")
@@ -473,10 +489,23 @@ func TestMetrics(t *testing.T) {
 
 	serveHTTP(t, b, "b")
 	get(t, a.HTTPClient(), "http://10.99.0.2/")
+	// A SOCKS5 client with the wrong password is refused.
+	if c, err := net.Dial("tcp", socksAddr); err == nil {
+		c.Write([]byte{5, 1, 2})
+		io.ReadFull(c, make([]byte, 2))
+		c.Write([]byte{1, 1, 'u', 1, 'x'})
+		io.ReadFull(c, make([]byte, 2))
+		c.Close()
+	}
+	l := a.Monitor().Listen(16, monitor.Filter{})
+	defer l.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := a.CutFlows(ctx); err != nil {
 		t.Fatal(err)
+	}
+	for posts.Load() == 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond) // the window's upload
 	}
 
 	if code, body := httpGet(t, base+"/readyz"); code != 200 {
@@ -532,6 +561,26 @@ func TestMetrics(t *testing.T) {
 	if v := value("wgsidecar_flowlog_windows_total"); v != 1 {
 		t.Errorf("wgsidecar_flowlog_windows_total = %v after one cut", v)
 	}
+	value("wgsidecar_flowlog_window_flows", "layer", "virtual")
+	value("wgsidecar_flowlog_early_cuts_total")
+	if v := value("wgsidecar_logstream_uploads_total"); v < 1 || float64(posts.Load()) < v {
+		t.Errorf("wgsidecar_logstream_uploads_total = %v; the collector saw %d uploads", v, posts.Load())
+	}
+	if v := value("wgsidecar_logstream_uploaded_entries_total"); v < 1 {
+		t.Errorf("wgsidecar_logstream_uploaded_entries_total = %v", v)
+	}
+	for _, name := range []string{"wgsidecar_logstream_upload_failures_total", "wgsidecar_logstream_dropped_entries_total", "wgsidecar_monitor_lost_events_total", "wgsidecar_connection_errors_total"} {
+		if v := value(name); v != 0 {
+			t.Errorf("%s = %v; want 0", name, v)
+		}
+	}
+	value("wgsidecar_logstream_pending_bytes")
+	if v := value("wgsidecar_monitor_listeners"); v != 1 {
+		t.Errorf("wgsidecar_monitor_listeners = %v with one listener", v)
+	}
+	if v := value("wgsidecar_connections_refused_total", "reason", "policy-refused"); v != 1 {
+		t.Errorf("wgsidecar_connections_refused_total{reason=policy-refused} = %v after one wrong password", v)
+	}
 	value("wgsidecar_info", "public_key", a.PublicKey().String(), "node_id", sidecar.NodeID(a.PublicKey()))
 
 	// The private key appears nowhere, in any encoding.
@@ -541,17 +590,18 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
-	// An independent check of the format, where Prometheus's tool is
-	// installed.
-	if _, err := os.Stat("/usr/bin/promtool"); err == nil {
-		cmd := exec.Command("/usr/bin/promtool", "check", "metrics")
+	// An independent check of the format: Prometheus's own linter.
+	t.Run("promtool", func(t *testing.T) {
+		promtool, err := exec.LookPath("promtool")
+		if err != nil {
+			t.Skip("promtool is not installed (Debian package prometheus); .ci/run installs it")
+		}
+		cmd := exec.Command(promtool, "check", "metrics")
 		cmd.Stdin = strings.NewReader(text)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("promtool check metrics: %v\n%s", err, out)
 		}
-	} else {
-		t.Log("promtool not installed; the format was checked by parseExposition only")
-	}
+	})
 }
 
 func TestMetricsAddressInUse(t *testing.T) {

@@ -31,6 +31,7 @@ func (n *Node) startFlowLog() error {
 	}
 	if ls := n.cfg.LogStream; ls != nil {
 		stream, err := n.openLogStream(ls)
+		n.logStream = stream
 		if err != nil {
 			return err
 		}

@@ -38,6 +38,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/wgsidecar/sidecar/logtail"
 	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/netstack"
@@ -110,6 +111,8 @@ type Node struct {
 	closers []io.Closer // control socket, metrics; closed in reverse order
 	fwd     forwards    // proxies and forwards (forwards.go)
 	mon     monitor.Monitor
+	// logStream is the flow log's log stream ([LogStream]); nil when off.
+	logStream *logtail.Logger
 	// What inboundVerdict needs to know, fixed at start.
 	ownAddrs    []netip.Addr
 	promiscuous bool

@@ -304,6 +304,9 @@ func TestBufferFullRecordsDrops(t *testing.T) {
 	// An upload under way when the oldest entries went may still deliver
 	// some of them: the record's count is an upper bound on the loss.
 	lost := firstSeq - 1
+	if c := l.Counts(); c.Dropped != uint64(dropped) {
+		t.Errorf("Counts().Dropped = %d; the dropped_entries record says %d", c.Dropped, dropped)
+	}
 	if records != 1 || dropped == 0 || kept+lost != n || lost > dropped {
 		t.Errorf("%d written: kept %d, lost %d (the first proc_seq is %d), dropped %d in %d record(s)",
 			n, kept, lost, firstSeq, dropped, records)

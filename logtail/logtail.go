@@ -46,6 +46,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -132,6 +133,27 @@ type Logger struct {
 	closed bool         // guarded by mu
 
 	compact sync.Pool // *bytes.Buffer scratch for Write
+
+	// Counters for Counts.
+	uploads, uploadedEntries, failures, dropped atomic.Uint64
+}
+
+// Counts are a Logger's running totals, over all its streams.
+type Counts struct {
+	Uploads         uint64 // batches the collector accepted
+	UploadedEntries uint64 // entries in those batches
+	Failures        uint64 // upload attempts that failed (each is retried)
+	Dropped         uint64 // entries dropped unsent because the buffer was full
+	PendingBytes    int64  // bytes of entries waiting in the buffers
+}
+
+// Counts returns the Logger's totals so far. It is safe to call at any
+// time, also during and after Shutdown.
+func (l *Logger) Counts() Counts {
+	return Counts{
+		Uploads: l.uploads.Load(), UploadedEntries: l.uploadedEntries.Load(),
+		Failures: l.failures.Load(), Dropped: l.dropped.Load(), PendingBytes: l.Pending(),
+	}
 }
 
 // stream is one log stream: its buffer, its sequence and its uploader.
@@ -339,6 +361,7 @@ func (l *Logger) write(s *stream, obj []byte, now time.Time) error {
 		return err
 	}
 	if dropped > 0 {
+		l.dropped.Add(uint64(dropped))
 		l.log.Warn("logtail: buffer full; dropped the oldest entries", "stream", s.pub.String()[:16], "entries", dropped)
 		rec := fmt.Appendf(nil, `{"dropped_entries":%d}`, dropped)
 		s.seq++

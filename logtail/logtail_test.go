@@ -252,6 +252,9 @@ func TestRetriesUntilAccepted(t *testing.T) {
 	if !strings.Contains(out.String(), "upload succeeded again") {
 		t.Errorf("no recovery message in the log:\n%s", out)
 	}
+	if c := l.Counts(); c.Failures != uint64(len(codes)) || c.Uploads != 1 || c.UploadedEntries != 1 || c.Dropped != 0 || c.PendingBytes != 0 {
+		t.Errorf("Counts() = %+v; want %d failures, 1 upload of 1 entry, nothing dropped or pending", c, len(codes))
+	}
 }
 
 // TestShutdownGivesUp: with a collector that never answers, Shutdown

@@ -73,6 +73,8 @@ func (l *Logger) upload(s *stream) {
 		code, retryAfter, err := l.post(s, b.body, &zbody)
 		if err == nil {
 			s.buf.ack(b.end)
+			l.uploads.Add(1)
+			l.uploadedEntries.Add(uint64(b.n))
 			retry.reset()
 			if sinceTooLarge++; sinceTooLarge%64 == 0 {
 				batchMax = min(2*batchMax, maxBatchBytes)
@@ -91,6 +93,7 @@ func (l *Logger) upload(s *stream) {
 		}
 		wait := retry.next(retryAfter)
 		failures++
+		l.failures.Add(1)
 		l.log.Log(l.ctx, failureLevel(failures), "logtail: upload failed; will retry", "stream", s.pub.String()[:16],
 			"entries", b.n, "retry_in", wait.Round(time.Millisecond), "err", err)
 		if !l.sleep(wait) {

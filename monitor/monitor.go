@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -164,6 +165,34 @@ type Monitor struct {
 	n         atomic.Int32                // len(*listeners); read on every packet
 	listeners atomic.Pointer[[]*Listener] // copy on write; nil means none
 	mu        sync.Mutex                  // serialises writers of listeners
+
+	// Counted whether anyone listens or not (connection events are rare
+	// next to packets): see Counts.
+	refused    [len(reasonNames)]atomic.Uint64
+	connErrors atomic.Uint64
+	lost       atomic.Uint64
+}
+
+// Counts are a Monitor's running totals.
+type Counts struct {
+	Listeners int
+	// Lost is the events all listeners have missed so far.
+	Lost uint64
+	// Refused counts the connections refused (DropConn) by reason,
+	// whether or not anyone listened.
+	Refused map[DropReason]uint64
+	// ConnErrors counts the connection records whose verdict is an error
+	// (a dial that failed, say), whether or not anyone listened.
+	ConnErrors uint64
+}
+
+// Counts returns the monitor's totals so far.
+func (m *Monitor) Counts() Counts {
+	c := Counts{Listeners: int(m.n.Load()), Lost: m.lost.Load(), ConnErrors: m.connErrors.Load(), Refused: map[DropReason]uint64{}}
+	for _, r := range Reasons() {
+		c.Refused[r] = m.refused[r].Load()
+	}
+	return c
 }
 
 // Active reports whether anyone listens. It is one atomic load: callers on
@@ -192,6 +221,12 @@ func (m *Monitor) Drop(p Point, r DropReason, pkt []byte) {
 // Conn reports a connection record: a proxied or forwarded connection
 // ended.
 func (m *Monitor) Conn(rec ConnRecord) {
+	if m == nil {
+		return
+	}
+	if strings.HasPrefix(rec.Verdict, "error") {
+		m.connErrors.Add(1)
+	}
 	if !m.Active() {
 		return
 	}
@@ -210,6 +245,12 @@ func (m *Monitor) TraceConn(p Point, rec ConnRecord) {
 
 // DropConn reports a connection refused at point p for reason r.
 func (m *Monitor) DropConn(p Point, r DropReason, rec ConnRecord) {
+	if m == nil {
+		return
+	}
+	if int(r) < len(m.refused) {
+		m.refused[r].Add(1)
+	}
 	if !m.Active() {
 		return
 	}
@@ -357,6 +398,7 @@ func (l *Listener) deliver(ev Event) {
 	}
 	if l.count >= l.queue {
 		l.lost++
+		l.m.lost.Add(1)
 		l.mu.Unlock()
 		return
 	}

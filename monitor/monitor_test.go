@@ -251,6 +251,9 @@ func TestSlowListenerCountsLost(t *testing.T) {
 		t.Errorf("delivered %d, %d lost reports totalling %d; want %d delivered, 1 report of %d",
 			delivered, lostEvents, lost, queue+1, sent-queue-1)
 	}
+	if c := m.Counts(); c.Lost != lost || c.Listeners != 1 {
+		t.Errorf("Counts() = %+v; want Lost %d with 1 listener", c, lost)
+	}
 	expectNone(t, l)
 
 	// With room again, events flow and nothing more is reported lost.
@@ -349,6 +352,22 @@ func TestConcurrentTraceWhileListenersChange(t *testing.T) {
 	if got.Load() == 0 {
 		t.Error("steady listener saw nothing")
 	}
+}
+
+func TestCountsWithoutListeners(t *testing.T) {
+	var m Monitor
+	m.DropConn(FromApp, ConnLimit, ConnRecord{Kind: "socks5"})
+	m.DropConn(FromApp, ConnLimit, ConnRecord{Kind: "socks5"})
+	m.DropConn(FromApp, PolicyRefused, ConnRecord{Kind: "http"})
+	m.Conn(ConnRecord{Kind: "tcp-forward", Verdict: "error: connection refused"})
+	m.Conn(ConnRecord{Kind: "tcp-forward", Verdict: "ok"})
+	c := m.Counts()
+	if c.Refused[ConnLimit] != 2 || c.Refused[PolicyRefused] != 1 || c.Refused[NoPeer] != 0 || c.ConnErrors != 1 || c.Listeners != 0 {
+		t.Errorf("Counts() = %+v", c)
+	}
+	var nilMon *Monitor
+	nilMon.DropConn(FromApp, ConnLimit, ConnRecord{}) // no panic
+	nilMon.Conn(ConnRecord{Verdict: "error"})
 }
 
 func BenchmarkTraceNoListener(b *testing.B) {

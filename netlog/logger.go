@@ -68,6 +68,19 @@ type Logger struct {
 // up or a counter neared its limit.
 func (l *Logger) EarlyCuts() uint64 { return l.earlyCuts.Load() }
 
+// Flows returns the size of the current window's flow tables: the flows
+// seen at each layer since the window began (0, 0 when not running).
+func (l *Logger) Flows() (virtual, physical int) {
+	l.mu.Lock()
+	s := l.stats
+	running := l.running
+	l.mu.Unlock()
+	if !running || s == nil {
+		return 0, 0
+	}
+	return s.Flows()
+}
+
 // Running reports whether the logger is running.
 func (l *Logger) Running() bool {
 	l.mu.Lock()

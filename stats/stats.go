@@ -179,6 +179,13 @@ func New(opts Options) *Stats {
 	return s
 }
 
+// Flows returns how many flows the current window holds at each layer so
+// far (the size of its flow tables).
+func (s *Stats) Flows() (virtual, physical int) {
+	w := s.cur.Load()
+	return int(w.tables[Virtual].used.Load()), int(w.tables[Physical].used.Load())
+}
+
 // EarlyCut is signalled when a writer cut a window early; the owner should
 // call Cut soon to collect it and to prepare larger tables.
 func (s *Stats) EarlyCut() <-chan struct{} { return s.early }

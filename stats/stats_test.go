@@ -264,6 +264,26 @@ func TestEmptyWindowAndClock(t *testing.T) {
 	}
 }
 
+func TestFlowsCountsCurrentWindow(t *testing.T) {
+	s := New(Options{})
+	b := s.Begin()
+	for i := range 3 {
+		k := MakeKey(6, netip.MustParseAddrPort("10.0.0.1:40000"), netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), uint16(80+i)))
+		b.Count(Virtual, &k, 60, Tx)
+		b.Count(Virtual, &k, 60, Rx) // the same flow again
+	}
+	k := MakeKey(0, netip.AddrPort{}, netip.MustParseAddrPort("127.0.0.1:51820"))
+	b.Count(Physical, &k, 92, Tx)
+	b.End()
+	if v, p := s.Flows(); v != 3 || p != 1 {
+		t.Errorf("Flows() = %d, %d; want 3, 1", v, p)
+	}
+	s.Cut()
+	if v, p := s.Flows(); v != 0 || p != 0 {
+		t.Errorf("Flows() after a cut = %d, %d; want 0, 0", v, p)
+	}
+}
+
 func ExampleStats() {
 	s := New(Options{})
 	k := MakeKey(6, netip.MustParseAddrPort("10.0.0.1:40000"), netip.MustParseAddrPort("10.0.0.2:80"))
