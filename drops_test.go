@@ -465,3 +465,86 @@ func TestPhysicalTraces(t *testing.T) {
 		}
 	}
 }
+
+// TestConnRecords follows one connection through a node's SOCKS5 proxy and
+// one through a tunnel-to-local forward: each shows as a trace at its app
+// point when it opens and as a conn record with its bytes when it ends.
+func TestConnRecords(t *testing.T) {
+	socksAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
+	host, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	go func() {
+		for {
+			c, err := host.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }() // echo
+		}
+	}()
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{Configure: func(i int, cfg *wgconf.Config) {
+		if i == 0 {
+			cfg.Socks5 = []wgconf.Socks5{{BindAddress: socksAddr}}
+		} else {
+			cfg.TCPServerTunnels = []wgconf.TCPServerTunnel{{ListenPort: 7000, Target: host.Addr().String()}}
+		}
+	}})
+	a, b := nodes[0], nodes[1]
+	la := a.Monitor().Listen(256, monitor.Filter{Kinds: []monitor.Kind{monitor.KindConn, monitor.KindTrace}, Addr: netip.MustParsePrefix("127.0.0.0/8")})
+	defer la.Close()
+	lb := b.Monitor().Listen(256, monitor.Filter{Kinds: []monitor.Kind{monitor.KindConn, monitor.KindTrace}, Addr: netip.MustParsePrefix("10.99.0.1/32")})
+	defer lb.Close()
+
+	// Through a's SOCKS5 proxy to b's forward (port 7000), 1000 bytes
+	// each way, then a half-close.
+	c, err := net.Dial("tcp", socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte{5, 1, 0})
+	io.ReadFull(c, make([]byte, 2))
+	c.Write([]byte{5, 1, 0, 1, 10, 99, 0, 2, 7000 >> 8, 7000 & 0xff})
+	reply := make([]byte, 10)
+	if _, err := io.ReadFull(c, reply); err != nil || reply[1] != 0 {
+		t.Fatalf("socks5 connect: % x, %v", reply, err)
+	}
+	c.Write(make([]byte, 1000))
+	c.(*net.TCPConn).CloseWrite()
+	if n, _ := io.Copy(io.Discard, c); n != 1000 {
+		t.Fatalf("echoed %d bytes; want 1000", n)
+	}
+	c.Close()
+
+	// want waits for events, in order, each containing all of its parts.
+	want := func(l *monitor.Listener, name string, wants ...[]string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		var seen []string
+		for _, parts := range wants {
+		next:
+			for {
+				select {
+				case ev := <-l.Events():
+					line := monitor.FormatLine(ev)
+					seen = append(seen, line)
+					for _, p := range parts {
+						if !strings.Contains(line, p) {
+							continue next
+						}
+					}
+					break next
+				case <-deadline:
+					t.Fatalf("%s: no event with %q; seen:\n%s", name, parts, strings.Join(seen, "\n"))
+				}
+			}
+		}
+	}
+	local := c.LocalAddr().String()
+	want(la, "node a", []string{"from-app trace socks5 " + local + " -> 10.99.0.2:7000 open"},
+		[]string{"conn socks5 " + local + " -> 10.99.0.2:7000 ok in=1000 out=1000 dur="})
+	want(lb, "node b", []string{"to-app trace tcp-forward 10.99.0.1:", " -> " + host.Addr().String() + " open"},
+		[]string{"conn tcp-forward 10.99.0.1:", " -> " + host.Addr().String() + " ok in=1000 out=1000 dur="})
+}
