@@ -378,6 +378,10 @@ func (n *Node) collectMetrics() []metrics.Family {
 		fams = append(fams, pending, uploads, entries, failures, dropped)
 	}
 
+	qd := metrics.Family{Name: "wgsidecar_tunnel_queue_drops_total", Type: metrics.Counter, Help: "Packets to the peers dropped because the queue to the WireGuard device (4096 packets) was full."}
+	qd.Add(float64(n.stack.QueueDrops()))
+	fams = append(fams, qd)
+
 	mc := n.mon.Counts()
 	listeners := metrics.Family{Name: "wgsidecar_monitor_listeners", Type: metrics.Gauge, Help: "Monitor listeners attached (sidecar monitor sessions)."}
 	listeners.Add(float64(mc.Listeners))

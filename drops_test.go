@@ -235,6 +235,11 @@ func TestDropQueueFull(t *testing.T) {
 	conns[0].Write([]byte("wake"))
 	defer stall.release()
 	var once sync.Once
+	defer func() {
+		if d := a.Stack().QueueDrops(); d == 0 {
+			t.Error("Stack().QueueDrops() = 0 after queue-full drops")
+		}
+	}()
 	w.expect(monitor.QueueFull, monitor.ToPeer, "-> 10.99.0.2:9", func() {
 		once.Do(func() {
 			msg := make([]byte, 64)

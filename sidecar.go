@@ -111,6 +111,7 @@ type Node struct {
 	closers []io.Closer // control socket, metrics; closed in reverse order
 	fwd     forwards    // proxies and forwards (forwards.go)
 	mon     monitor.Monitor
+	queueDropsLogged uint64 // owned by reresolveLoop
 	// logStream is the flow log's log stream ([LogStream]); nil when off.
 	logStream *logtail.Logger
 	// What inboundVerdict needs to know, fixed at start.
@@ -432,6 +433,19 @@ func (n *Node) reresolveLoop() {
 		case <-t.C:
 		}
 		n.reresolveStale(stale)
+		n.reportQueueDrops()
+	}
+}
+
+// reportQueueDrops logs the packets dropped because the queue to the
+// tunnel device was full since the last report (the bound that keeps a
+// stalled device from holding unbounded memory).
+func (n *Node) reportQueueDrops() {
+	d := n.stack.QueueDrops()
+	if d > n.queueDropsLogged {
+		n.log.Warn("tunnel queue full: packets to the peers dropped (TCP sends them again; UDP datagrams are lost)",
+			"dropped", d-n.queueDropsLogged, "queue", 4096)
+		n.queueDropsLogged = d
 	}
 }
 

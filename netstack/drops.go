@@ -28,6 +28,11 @@ type DropObserver interface {
 	Dropped(d Drop, packet []byte)
 }
 
+// QueueDrops returns how many packets the stack could not queue for the
+// tunnel device because its queue (4096 packets) was full: TCP sends them
+// again, UDP datagrams are lost.
+func (ns *Stack) QueueDrops() uint64 { return ns.link.drops.Load() }
+
 // SetDropObserver makes o the stack's drop observer (nil for none). It may
 // be called at any time.
 func (ns *Stack) SetDropObserver(o DropObserver) {

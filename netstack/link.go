@@ -3,6 +3,7 @@ package netstack
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -50,6 +51,8 @@ type link struct {
 	// refused, if set before the link is attached, is told of each packet
 	// WritePackets refuses because the queue is full.
 	refused func(Drop, *stack.PacketBuffer)
+	// drops counts the packets refused because the queue was full.
+	drops atomic.Uint64
 
 	// gro holds *gro.GRO coalescers, one per concurrent write.
 	gro sync.Pool
@@ -135,9 +138,12 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		n++
 	}
 	l.mu.Unlock()
-	if n < pkts.Len() && l.refused != nil {
-		for _, pkt := range pkts.AsSlice()[n:] {
-			l.refused(DropQueueFull, pkt)
+	if n < pkts.Len() {
+		l.drops.Add(uint64(pkts.Len() - n))
+		if l.refused != nil {
+			for _, pkt := range pkts.AsSlice()[n:] {
+				l.refused(DropQueueFull, pkt)
+			}
 		}
 	}
 	if wasEmpty && n > 0 {
