@@ -108,9 +108,9 @@ type Node struct {
 	started time.Time
 	closed  bool
 
-	closers []io.Closer // control socket, metrics; closed in reverse order
-	fwd     forwards    // proxies and forwards (forwards.go)
-	mon     monitor.Monitor
+	closers          []io.Closer // control socket, metrics; closed in reverse order
+	fwd              forwards    // proxies and forwards (forwards.go)
+	mon              monitor.Monitor
 	queueDropsLogged uint64 // owned by reresolveLoop
 	// logStream is the flow log's log stream ([LogStream]); nil when off.
 	logStream *logtail.Logger
