@@ -224,6 +224,21 @@ func FormatVerbose(ev Event) string {
 	return b.String()
 }
 
+// FormatHex renders ev as its FormatLine line followed by a hex dump of the
+// whole packet (none for events without one). Every line ends in a
+// newline.
+func FormatHex(ev Event) string {
+	var b strings.Builder
+	b.WriteString(FormatLine(ev))
+	b.WriteString("\n")
+	for _, line := range strings.SplitAfter(hex.Dump(ev.Packet), "\n") {
+		if line != "" {
+			b.WriteString("    " + line)
+		}
+	}
+	return b.String()
+}
+
 func ipv4Flags(f uint8) string {
 	var s []string
 	if f&header.IPv4FlagDontFragment != 0 {

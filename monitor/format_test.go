@@ -112,6 +112,14 @@ func TestFormatVerboseGolden(t *testing.T) {
 	golden(t, "verbose.golden", b.String())
 }
 
+func TestFormatHexGolden(t *testing.T) {
+	var b strings.Builder
+	for _, c := range formatCases() {
+		b.WriteString("== " + c.name + "\n" + FormatHex(c.ev))
+	}
+	golden(t, "hex.golden", b.String())
+}
+
 func TestFormatLineExample(t *testing.T) {
 	ev := Event{Time: t0, Kind: KindTrace, Point: FromPeer,
 		Packet: tcpPacket("10.0.0.1", 2000, "10.0.0.2", 80, header.TCPFlagSyn, "")}

@@ -16,11 +16,12 @@ import (
 )
 
 // cmdMonitor prints a running sidecar's live events: one line each, JSON
-// lines (-j) or a dissection (-v); or writes their packets to a pcap file
+// lines (-j), a dissection (-v) or a hex dump (-x); or writes their packets to a pcap file
 // (-w). It runs until SIGINT/SIGTERM, or -n events.
 func cmdMonitor(args []string, stdout, stderr io.Writer) error {
 	fs, cf := newControlFlags("monitor", stderr)
 	verbose := fs.Bool("v", false, "dissect each packet")
+	hexDump := fs.Bool("x", false, "print each packet in hex after its line")
 	pcapFile := fs.String("w", "", "write the packets to this pcap `file` instead of printing them")
 	count := fs.Int("n", 0, "stop after this many `events` (0: run until interrupted)")
 	kinds := fs.String("type", "", "event `types` to show: trace, drop, conn (comma-separated; default all)")
@@ -76,6 +77,8 @@ func cmdMonitor(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%s\n", b)
 		case *verbose:
 			fmt.Fprintln(stdout, monitor.FormatVerbose(ev))
+		case *hexDump:
+			fmt.Fprintln(stdout, monitor.FormatHex(ev))
 		default:
 			fmt.Fprintln(stdout, monitor.FormatLine(ev))
 		}

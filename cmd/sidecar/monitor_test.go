@@ -79,6 +79,13 @@ func TestMonitorCommandVerbose(t *testing.T) {
 	}
 }
 
+func TestMonitorCommandHex(t *testing.T) {
+	code, out, stderr := runMonitor(t, "-n", "1", "-x", "--addr", "10.99.0.2", "--type", "trace")
+	if code != 0 || !strings.Contains(out, "trace 10.99.0.") || !strings.Contains(out, "    00000000  45 ") {
+		t.Errorf("-x: exit %d, output:\n%s\nstderr: %s", code, out, stderr)
+	}
+}
+
 // TestMonitorCommandPcap writes a pcap and reads it back: the classic
 // header, raw-IP link type, and the packets' count and addresses.
 func TestMonitorCommandPcap(t *testing.T) {
