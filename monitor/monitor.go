@@ -300,6 +300,10 @@ func (m *Monitor) publishPacket(k Kind, p Point, r DropReason, pkt []byte) {
 		if !l.filter.matchPacket(k, src, dst) {
 			continue
 		}
+		if l.full.Load() {
+			l.lose() // no copy of a packet nobody will see
+			continue
+		}
 		if ev.Kind == 0 {
 			ev = Event{Time: time.Now(), Kind: k, Point: p, Reason: r, Packet: slices.Clone(pkt)}
 		}
@@ -364,6 +368,10 @@ type Listener struct {
 	count  int     // guarded by mu
 	lost   uint64  // guarded by mu: events dropped since the last Lost marker
 	closed bool    // guarded by mu
+	// full mirrors count >= queue, for publishers to skip copying a
+	// packet that could only be counted as lost. It is a hint: deliver
+	// decides under mu.
+	full atomic.Bool
 
 	wake      chan struct{} // cap 1: the ring gained an entry
 	out       chan Event
@@ -389,6 +397,16 @@ func (l *Listener) Close() {
 	})
 }
 
+// lose counts an event the listener had no room for, without building it.
+func (l *Listener) lose() {
+	l.mu.Lock()
+	if !l.closed {
+		l.lost++
+		l.m.lost.Add(1)
+	}
+	l.mu.Unlock()
+}
+
 // deliver queues ev or counts it as lost. It never blocks on the reader.
 func (l *Listener) deliver(ev Event) {
 	l.mu.Lock()
@@ -399,6 +417,7 @@ func (l *Listener) deliver(ev Event) {
 	if l.count >= l.queue {
 		l.lost++
 		l.m.lost.Add(1)
+		l.full.Store(true)
 		l.mu.Unlock()
 		return
 	}
@@ -408,6 +427,9 @@ func (l *Listener) deliver(ev Event) {
 		l.lost = 0
 	}
 	l.pushLocked(ev)
+	if l.count >= l.queue {
+		l.full.Store(true)
+	}
 	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
@@ -430,6 +452,9 @@ func (l *Listener) next() (Event, bool) {
 		l.ring[l.head] = Event{}
 		l.head = (l.head + 1) % len(l.ring)
 		l.count--
+		if l.count < l.queue {
+			l.full.Store(false)
+		}
 		return ev, true
 	}
 	if l.lost > 0 {
