@@ -300,9 +300,8 @@ func (m *Monitor) publishPacket(k Kind, p Point, r DropReason, pkt []byte) {
 		if !l.filter.matchPacket(k, src, dst) {
 			continue
 		}
-		if l.full.Load() {
-			l.lose() // no copy of a packet nobody will see
-			continue
+		if l.full.Load() && l.lose() {
+			continue // no copy of a packet nobody will see
 		}
 		if ev.Kind == 0 {
 			ev = Event{Time: time.Now(), Kind: k, Point: p, Reason: r, Packet: slices.Clone(pkt)}
@@ -397,14 +396,20 @@ func (l *Listener) Close() {
 	})
 }
 
-// lose counts an event the listener had no room for, without building it.
-func (l *Listener) lose() {
+// lose counts an event the listener has no room for, without building it,
+// and reports true; if room was made meanwhile it reports false and the
+// caller delivers the event after all.
+func (l *Listener) lose() bool {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.count < l.queue && !l.closed {
+		return false
+	}
 	if !l.closed {
 		l.lost++
 		l.m.lost.Add(1)
 	}
-	l.mu.Unlock()
+	return true
 }
 
 // deliver queues ev or counts it as lost. It never blocks on the reader.
