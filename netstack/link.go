@@ -18,8 +18,10 @@ import (
 const batchSize = 128
 
 // outQueueLen bounds the packets the stack has written that the WireGuard
-// device has not read yet. When it is full, further packets are refused with
-// ErrNoBufferSpace and TCP retransmits them; nothing blocks the stack.
+// device has not read yet (a large TCP segment counts once; TCP's window
+// bounds how many of those are in flight). When it is full, further packets
+// are refused with ErrNoBufferSpace and TCP retransmits them; nothing blocks
+// the stack.
 const outQueueLen = 4096
 
 // link is the seam between gVisor and WireGuard. Towards gVisor it is a
