@@ -310,15 +310,7 @@ func TestDropConnLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	serveConns(ln, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() })
 	f, err := forward.ListenTCP("127.0.0.1:0", "10.99.0.2:80", a, 1, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -476,25 +468,12 @@ func TestPhysicalTraces(t *testing.T) {
 // point when it opens and as a conn record with its bytes when it ends.
 func TestConnRecords(t *testing.T) {
 	socksAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
-	host, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	go func() {
-		for {
-			c, err := host.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }() // echo
-		}
-	}()
+	host := listenEcho(t)
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{Configure: func(i int, cfg *wgconf.Config) {
 		if i == 0 {
 			cfg.Socks5 = []wgconf.Socks5{{BindAddress: socksAddr}}
 		} else {
-			cfg.TCPServerTunnels = []wgconf.TCPServerTunnel{{ListenPort: 7000, Target: host.Addr().String()}}
+			cfg.TCPServerTunnels = []wgconf.TCPServerTunnel{{ListenPort: 7000, Target: host}}
 		}
 	}})
 	a, b := nodes[0], nodes[1]
@@ -550,6 +529,6 @@ func TestConnRecords(t *testing.T) {
 	local := c.LocalAddr().String()
 	want(la, "node a", []string{"from-app trace socks5 " + local + " -> 10.99.0.2:7000 open"},
 		[]string{"conn socks5 " + local + " -> 10.99.0.2:7000 ok in=1000 out=1000 dur="})
-	want(lb, "node b", []string{"to-app trace tcp-forward 10.99.0.1:", " -> " + host.Addr().String() + " open"},
-		[]string{"conn tcp-forward 10.99.0.1:", " -> " + host.Addr().String() + " ok in=1000 out=1000 dur="})
+	want(lb, "node b", []string{"to-app trace tcp-forward 10.99.0.1:", " -> " + host + " open"},
+		[]string{"conn tcp-forward 10.99.0.1:", " -> " + host + " ok in=1000 out=1000 dur="})
 }

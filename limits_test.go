@@ -50,15 +50,7 @@ func TestConfigConnectionLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	serveConns(ln, echoConn)
 	st, err := control.NewClient(a.ControlSocket()).Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -165,14 +157,23 @@ func listenEcho(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	serveConns(ln, echoConn)
+	return ln.Addr().String()
+}
+
+// serveConns runs handle for each connection ln accepts, each in its own
+// goroutine, until ln is closed.
+func serveConns(ln net.Listener, handle func(net.Conn)) {
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() { io.Copy(c, c); c.Close() }()
+			go handle(c)
 		}
 	}()
-	return ln.Addr().String()
 }
+
+// echoConn sends back what c sends until it half-closes, then closes c.
+func echoConn(c net.Conn) { io.Copy(c, c); c.Close() }
