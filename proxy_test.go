@@ -12,12 +12,15 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/proxy"
 	"github.com/wgsidecar/sidecar/sidecartest"
 )
@@ -159,6 +162,47 @@ func TestProxySOCKS5ThroughTunnel(t *testing.T) {
 	s.Close()
 }
 
+// connRecords collects the connection records a node's monitor reports
+// while the test runs; take returns those seen so far.
+func connRecords(t *testing.T, n *sidecar.Node) (take func() []monitor.ConnRecord) {
+	l := n.Monitor().Listen(1024, monitor.Filter{Kinds: []monitor.Kind{monitor.KindConn}})
+	var mu sync.Mutex
+	var recs []monitor.ConnRecord
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range l.Events() {
+			if ev.Conn != nil {
+				mu.Lock()
+				recs = append(recs, *ev.Conn)
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return func() []monitor.ConnRecord {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(recs)
+	}
+}
+
+// waitRecord waits for a record that ok accepts.
+func waitRecord(t *testing.T, take func() []monitor.ConnRecord, what string, ok func(monitor.ConnRecord) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs := take()
+		if slices.ContainsFunc(recs, ok) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection record: %s; records: %+v", what, recs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestProxyHTTPThroughTunnel(t *testing.T) {
 	a, _ := proxyPeers(t)
 	s, err := proxy.ListenHTTP(proxy.HTTPConfig{BindAddress: "127.0.0.1:0", Username: "u", Password: "p"}, a)
@@ -166,6 +210,7 @@ func TestProxyHTTPThroughTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	records := connRecords(t, a)
 	proxyURL := "http://u:p@" + s.Addr().String()
 	for _, host := range []string{"10.99.0.2", "[fd00:99::2]"} {
 		for _, mode := range []string{"forward", "connect"} {
@@ -189,6 +234,17 @@ func TestProxyHTTPThroughTunnel(t *testing.T) {
 	if !bytes.HasSuffix([]byte(out), []byte(" 502")) || !bytes.Contains([]byte(out), []byte("refused")) {
 		t.Errorf("refused port: %q; want 502 with the reason", out)
 	}
+	// Each request and tunnel left a record with its bytes.
+	body := uint64(len("b answers 10.99.0.2"))
+	waitRecord(t, records, "forwarded request", func(r monitor.ConnRecord) bool {
+		return r.Kind == "http" && r.To == "10.99.0.2" && r.Verdict == "ok 200" && r.BytesIn == body && r.BytesOut == 0
+	})
+	waitRecord(t, records, "CONNECT tunnel", func(r monitor.ConnRecord) bool {
+		return r.Kind == "http-connect" && r.To == "10.99.0.2:80" && r.Verdict == "ok" && r.BytesIn > body && r.BytesOut > 0
+	})
+	waitRecord(t, records, "refused port", func(r monitor.ConnRecord) bool {
+		return r.Kind == "http" && r.To == "10.99.0.2:81" && strings.HasPrefix(r.Verdict, "error: ")
+	})
 	s.Close()
 }
 
@@ -199,6 +255,7 @@ func TestProxySOCKS5UDPThroughTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	records := connRecords(t, a)
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +301,14 @@ func TestProxySOCKS5UDPThroughTunnel(t *testing.T) {
 			}
 		}
 	}
+	from := ctrl.LocalAddr().String()
 	ctrl.Close()
+	// The association's record: the datagrams' payloads each way (sent
+	// again while a handshake was in progress, so at least one of each).
+	waitRecord(t, records, "UDP association", func(r monitor.ConnRecord) bool {
+		return r.Kind == "socks5-udp" && r.From == from && r.Verdict == "ok" &&
+			r.BytesOut >= uint64(len("hello 10.99.0.2:7")+len("hello [fd00:99::2]:7")) && r.BytesIn >= r.BytesOut
+	})
 	s.Close()
 }
 

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wgsidecar/sidecar/monitor"
@@ -338,14 +339,23 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 		out.Header["User-Agent"] = []string{""} // not Go's own
 	}
 
+	start := time.Now()
+	sent := &countingBody{}
+	if out.Body != nil {
+		sent.ReadCloser = out.Body
+		out.Body = sent
+	}
 	resp, err := h.s.transport.RoundTrip(out)
 	if err != nil {
 		if ctx.Err() != nil {
 			return // the proxy is closing
 		}
+		h.s.dialFailed("http", r.RemoteAddr, r.URL.Host, err, start)
 		h.badGateway(w, r, err)
 		return
 	}
+	rec := monitor.ConnRecord{Kind: "http", From: r.RemoteAddr, To: r.URL.Host, Verdict: "open"}
+	h.s.mon.TraceConn(monitor.FromApp, rec)
 	defer resp.Body.Close()
 
 	removeHopByHop(resp.Header)
@@ -363,12 +373,18 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 	// client may be waiting for it before it sends the rest of its own.
 	rc.Flush()
 
-	if err := h.copyBody(w, rc, resp.Body); err != nil {
+	received, err := h.copyBody(w, rc, resp.Body)
+	rec.BytesIn, rec.BytesOut, rec.Duration = uint64(received), sent.n.Load(), time.Since(start)
+	if err != nil {
+		rec.Verdict = "error: response body cut off: " + err.Error()
+		h.s.mon.Conn(rec)
 		// The client must not mistake a cut-off body for a whole
 		// one: abort the response, which closes the connection.
 		h.s.log.Debug("http proxy: response body cut off", "client", r.RemoteAddr, "target", r.RequestURI, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+	rec.Verdict = fmt.Sprintf("ok %d", resp.StatusCode)
+	h.s.mon.Conn(rec)
 	for k, vv := range resp.Trailer {
 		dst[k] = vv
 	}
@@ -378,27 +394,42 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 // write so that slow and endless bodies (event streams) arrive as they
 // come. It returns the upstream's read error, not the client's write
 // error: a client that left is net/http's to notice.
-func (h *httpProxy) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader) error {
+func (h *httpProxy) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader) (written int64, err error) {
 	bp := bodyBufs.Get().(*[]byte)
 	defer bodyBufs.Put(bp)
 	buf := *bp
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil {
-				return nil
+			m, err := w.Write(buf[:n])
+			written += int64(m)
+			if err != nil {
+				return written, nil
 			}
 			if err := rc.Flush(); err != nil {
-				return nil
+				return written, nil
 			}
 		}
 		if rerr == io.EOF {
-			return nil
+			return written, nil
 		}
 		if rerr != nil {
-			return rerr
+			return written, rerr
 		}
 	}
+}
+
+// countingBody counts what the transport reads of a request body (it may
+// still be sending while the response streams: full duplex).
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Uint64
+}
+
+func (c *countingBody) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	c.n.Add(uint64(n))
+	return n, err
 }
 
 // removeHopByHop deletes the hop-by-hop fields from h: those Connection

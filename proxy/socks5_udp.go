@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wgsidecar/sidecar/monitor"
 )
 
 const (
@@ -40,6 +42,9 @@ type association struct {
 	client atomic.Pointer[netip.AddrPort]
 
 	names map[string]resolvedName // fromClient's alone
+
+	// Payload bytes relayed, for the association's connection record.
+	toTunnel, toClient atomic.Uint64
 }
 
 type resolvedName struct {
@@ -93,6 +98,13 @@ func (p *socks5) associate(ctrl net.Conn, want socksAddr) {
 		names:     make(map[string]resolvedName),
 	}
 	p.s.log.Debug("socks5 udp associate", "client", clientAddr.String(), "relay", cc.LocalAddr().String(), "tunnel", tun.LocalAddr().String())
+	start := time.Now()
+	rec := monitor.ConnRecord{Kind: "socks5-udp", From: ctrl.RemoteAddr().String(), To: "*", Verdict: "open"}
+	p.s.mon.TraceConn(monitor.FromApp, rec)
+	defer func() {
+		rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", a.toClient.Load(), a.toTunnel.Load(), time.Since(start)
+		p.s.mon.Conn(rec)
+	}()
 	var wg sync.WaitGroup
 	wg.Go(a.fromClient)
 	wg.Go(a.fromTunnel)
@@ -152,6 +164,8 @@ func (a *association) fromClient() {
 		to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, dst.port))
 		if _, err := a.tun.WriteTo(pkt[3+hl:], to); err != nil {
 			a.p.s.log.Debug("socks5 udp: send failed", "to", to.String(), "err", err)
+		} else {
+			a.toTunnel.Add(uint64(len(pkt) - 3 - hl))
 		}
 	}
 }
@@ -211,6 +225,8 @@ func (a *association) fromTunnel() {
 		copy(buf[start:], h)
 		if _, err := a.cc.WriteToUDPAddrPort(buf[start:udpHeaderMax+n], *client); err != nil {
 			a.p.s.log.Debug("socks5 udp: reply to client failed", "err", err)
+		} else {
+			a.toClient.Add(uint64(n))
 		}
 	}
 }
