@@ -16,6 +16,7 @@ import (
 	"github.com/wgsidecar/sidecar/metrics"
 	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/netlog"
+	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wrap"
 )
@@ -378,9 +379,14 @@ func (n *Node) collectMetrics() []metrics.Family {
 		fams = append(fams, pending, uploads, entries, failures, dropped)
 	}
 
-	qd := metrics.Family{Name: "wgsidecar_tunnel_queue_drops_total", Type: metrics.Counter, Help: "Packets to the peers dropped because the queue to the WireGuard device (4096 packets) was full."}
-	qd.Add(float64(n.stack.QueueDrops()))
-	fams = append(fams, qd)
+	sd := metrics.Family{Name: "wgsidecar_stack_drops_total", Type: metrics.Counter, Help: "Packets the node's TCP/IP stack refused, by drop reason: no-listener (answered with RST or ICMP), forward-refused, queue-full (the queue to the WireGuard device was full)."}
+	for _, d := range []struct {
+		drop   netstack.Drop
+		reason monitor.DropReason
+	}{{netstack.DropNoListener, monitor.NoListener}, {netstack.DropRefused, monitor.ForwardRefused}, {netstack.DropQueueFull, monitor.QueueFull}} {
+		sd.Add(float64(n.stack.Drops(d.drop)), "reason", d.reason.String())
+	}
+	fams = append(fams, sd)
 
 	mc := n.mon.Counts()
 	listeners := metrics.Family{Name: "wgsidecar_monitor_listeners", Type: metrics.Gauge, Help: "Monitor listeners attached (sidecar monitor sessions)."}

@@ -569,12 +569,16 @@ func TestMetrics(t *testing.T) {
 	if v := value("wgsidecar_logstream_uploaded_entries_total"); v < 1 {
 		t.Errorf("wgsidecar_logstream_uploaded_entries_total = %v", v)
 	}
-	for _, name := range []string{"wgsidecar_logstream_upload_failures_total", "wgsidecar_logstream_dropped_entries_total", "wgsidecar_monitor_lost_events_total", "wgsidecar_connection_errors_total", "wgsidecar_tunnel_queue_drops_total"} {
+	for _, name := range []string{"wgsidecar_logstream_upload_failures_total", "wgsidecar_logstream_dropped_entries_total", "wgsidecar_monitor_lost_events_total", "wgsidecar_connection_errors_total"} {
 		if v := value(name); v != 0 {
 			t.Errorf("%s = %v; want 0", name, v)
 		}
 	}
 	value("wgsidecar_logstream_pending_bytes")
+	if v := value("wgsidecar_stack_drops_total", "reason", "queue-full"); v != 0 {
+		t.Errorf("wgsidecar_stack_drops_total{reason=queue-full} = %v; want 0", v)
+	}
+	value("wgsidecar_stack_drops_total", "reason", "no-listener")
 	if v := value("wgsidecar_monitor_listeners"); v != 1 {
 		t.Errorf("wgsidecar_monitor_listeners = %v with one listener", v)
 	}

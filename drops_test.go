@@ -24,6 +24,7 @@ import (
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/forward"
 	"github.com/wgsidecar/sidecar/monitor"
+	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -141,6 +142,10 @@ func TestDropNoListener(t *testing.T) {
 	w := watchDrops(t, b)
 	w.expect(monitor.NoListener, monitor.FromPeer, "-> 10.99.0.2:9 tcp SYN", func() { dialBriefly(a, "tcp", "10.99.0.2:9") })
 	w.expect(monitor.NoListener, monitor.FromPeer, "-> [fd00:99::2]:9 udp len=5", func() { dialBriefly(a, "udp", "[fd00:99::2]:9") })
+	// The stack counts its drops whether or not anyone monitors.
+	if d := b.Stack().Drops(netstack.DropNoListener); d < 2 {
+		t.Errorf("Stack().Drops(DropNoListener) = %d after a TCP and a UDP drop", d)
+	}
 }
 
 func TestDropNotLocal(t *testing.T) {

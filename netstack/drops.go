@@ -17,6 +17,8 @@ const (
 	// DropQueueFull: the queue from the stack to the tunnel device was
 	// full; TCP retransmits, a UDP datagram is lost.
 	DropQueueFull
+
+	numDrops
 )
 
 // DropObserver is told of the packets the stack refuses. Active is asked
@@ -28,10 +30,19 @@ type DropObserver interface {
 	Dropped(d Drop, packet []byte)
 }
 
+// Drops returns how many packets the stack refused for d since it was
+// made, whether or not an observer was active.
+func (ns *Stack) Drops(d Drop) uint64 {
+	if d >= numDrops {
+		return 0
+	}
+	return ns.drops[d].Load()
+}
+
 // QueueDrops returns how many packets the stack could not queue for the
 // tunnel device because its queue (4096 packets) was full: TCP sends them
 // again, UDP datagrams are lost.
-func (ns *Stack) QueueDrops() uint64 { return ns.link.drops.Load() }
+func (ns *Stack) QueueDrops() uint64 { return ns.Drops(DropQueueFull) }
 
 // SetDropObserver makes o the stack's drop observer (nil for none). It may
 // be called at any time.
@@ -43,9 +54,10 @@ func (ns *Stack) SetDropObserver(o DropObserver) {
 	ns.dropObs.Store(&o)
 }
 
-// observeDrop tells the observer, if one is set and active, that pkt was
-// refused for d.
+// observeDrop counts pkt as refused for d and tells the observer, if one
+// is set and active.
 func (ns *Stack) observeDrop(d Drop, pkt *stack.PacketBuffer) {
+	ns.drops[d].Add(1)
 	p := ns.dropObs.Load()
 	if p == nil || !(*p).Active() {
 		return

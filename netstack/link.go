@@ -3,7 +3,6 @@ package netstack
 import (
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -51,10 +50,9 @@ type link struct {
 	events chan tun.Event
 
 	// refused, if set before the link is attached, is told of each packet
-	// WritePackets refuses because the queue is full.
+	// WritePackets refuses because the queue is full (the stack counts
+	// them).
 	refused func(Drop, *stack.PacketBuffer)
-	// drops counts the packets refused because the queue was full.
-	drops atomic.Uint64
 
 	// pending is a large TCP segment that Read has written out in part,
 	// from its pendingNext-th packet on; only Read's goroutine uses them.
@@ -147,12 +145,9 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		n++
 	}
 	l.mu.Unlock()
-	if n < pkts.Len() {
-		l.drops.Add(uint64(pkts.Len() - n))
-		if l.refused != nil {
-			for _, pkt := range pkts.AsSlice()[n:] {
-				l.refused(DropQueueFull, pkt)
-			}
+	if n < pkts.Len() && l.refused != nil {
+		for _, pkt := range pkts.AsSlice()[n:] {
+			l.refused(DropQueueFull, pkt)
 		}
 	}
 	if wasEmpty && n > 0 {

@@ -87,6 +87,7 @@ type Stack struct {
 	udpHandler atomic.Pointer[func(*UDPRequest) bool]
 	// dropObs is told of refused packets; see SetDropObserver.
 	dropObs atomic.Pointer[DropObserver]
+	drops   [numDrops]atomic.Uint64 // by Drop; see Drops
 }
 
 // New creates a stack with the given addresses.
