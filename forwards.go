@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"slices"
 	"sync"
 
@@ -210,8 +209,7 @@ func (n *Node) updateServerLocked() error {
 	if len(srv.TCP)+len(srv.UDP)+len(srv.Subnets) == 0 && !srv.Exit {
 		return nil
 	}
-	own := n.stack.Addresses()
-	srv.IsLocal = func(a netip.Addr) bool { return slices.Contains(own, a.Unmap()) }
+	srv.IsLocal = n.stack.IsLocal
 	if err := srv.Attach(n.stack); err != nil {
 		return fmt.Errorf("sidecar: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/wgsidecar/sidecar/monitor"
+	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -34,7 +35,12 @@ func BenchmarkMonitorHook(b *testing.B) {
 	for i := range bufs {
 		bufs[i] = pkt
 	}
-	n := &Node{ownAddrs: []netip.Addr{netip.MustParseAddr("10.99.0.2")}}
+	st, err := netstack.New(netstack.Options{Addresses: []netip.Addr{netip.MustParseAddr("10.99.0.2")}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	n := &Node{stack: st}
 	n.peers = []wgconf.Peer{{AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}}}
 	t := traceTUN{Device: nullTUN{}, n: n}
 

@@ -2,21 +2,19 @@ package sidecar
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/netstack"
+	"github.com/wgsidecar/sidecar/wrap"
 )
 
 // Monitor returns the node's live event stream: packets passing from and
@@ -103,7 +101,7 @@ func (n *Node) inboundVerdict(pkt []byte) monitor.DropReason {
 	default:
 		return monitor.UnsupportedProtocol
 	}
-	if n.promiscuous || dst.IsMulticast() || slices.Contains(n.ownAddrs, dst) {
+	if dst.IsMulticast() || n.stack.Takes(dst) {
 		return 0
 	}
 	return monitor.NotLocal
@@ -158,9 +156,9 @@ func (b *traceBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 
 func (b *traceBind) received(msg []byte, ep conn.Endpoint) {
 	local := netip.AddrPortFrom(ep.SrcIP(), uint16(b.port.Load()))
-	pkt := monitor.UDPDatagram(endpointAddrPort(ep), local, msg)
+	pkt := monitor.UDPDatagram(wrap.EndpointAddr(ep), local, msg)
 	b.mon.Trace(monitor.FromNetwork, pkt)
-	if !wireGuardMessage(msg) {
+	if monitor.WireGuardMessage(msg) == "" { // wireguard-go drops it unread
 		b.mon.Drop(monitor.FromNetwork, monitor.Malformed, pkt)
 	}
 }
@@ -168,39 +166,12 @@ func (b *traceBind) received(msg []byte, ep conn.Endpoint) {
 func (b *traceBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if b.mon.Active() {
 		local := netip.AddrPortFrom(ep.SrcIP(), uint16(b.port.Load()))
-		remote := endpointAddrPort(ep)
+		remote := wrap.EndpointAddr(ep)
 		for _, msg := range bufs {
 			b.mon.Trace(monitor.ToNetwork, monitor.UDPDatagram(local, remote, msg))
 		}
 	}
 	return b.Bind.Send(bufs, ep)
-}
-
-// wireGuardMessage applies wireguard-go's receive checks: a known message
-// type with that type's size (at least the header, for data).
-func wireGuardMessage(msg []byte) bool {
-	if len(msg) < device.MessageKeepaliveSize {
-		return false
-	}
-	switch binary.LittleEndian.Uint32(msg) {
-	case device.MessageInitiationType:
-		return len(msg) == device.MessageInitiationSize
-	case device.MessageResponseType:
-		return len(msg) == device.MessageResponseSize
-	case device.MessageCookieReplyType:
-		return len(msg) == device.MessageCookieReplySize
-	case device.MessageTransportType:
-		return len(msg) >= device.MessageTransportSize
-	}
-	return false
-}
-
-func endpointAddrPort(ep conn.Endpoint) netip.AddrPort {
-	if std, ok := ep.(*conn.StdNetEndpoint); ok {
-		return std.AddrPort
-	}
-	ap, _ := netip.ParseAddrPort(ep.DstToString())
-	return ap
 }
 
 // deviceDrops maps wireguard-go's log lines about packets it dropped inside

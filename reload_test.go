@@ -108,17 +108,7 @@ func reloadDuringTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	sum := make(chan [32]byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		h := sha256.New()
-		io.Copy(h, c)
-		c.Close()
-		sum <- [32]byte(h.Sum(nil))
-	}()
+	sum := sumOneConn(ln)
 	conn, err := net.Dial("tcp", fwd)
 	if err != nil {
 		t.Fatal(err)

@@ -114,9 +114,6 @@ type Node struct {
 	queueDropsLogged uint64 // owned by reresolveLoop
 	// logStream is the flow log's log stream ([LogStream]); nil when off.
 	logStream *logtail.Logger
-	// What inboundVerdict needs to know, fixed at start.
-	ownAddrs    []netip.Addr
-	promiscuous bool
 
 	ctl nodeControl // control socket, metrics and what they report (control_node.go)
 	dog watchdog    // watchdog.go
@@ -179,8 +176,6 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 	}
 	tunDev = traceTUN{Device: tunDev, n: n}
 	st.SetDropObserver(dropObserver{&n.mon})
-	n.ownAddrs = st.Addresses()
-	n.promiscuous = cfg.Serve != nil && (len(cfg.Serve.Subnets) > 0 || cfg.Serve.Exit)
 	n.tun = wrap.NewTUN(tunDev)
 	n.bind = wrap.NewBind(&traceBind{Bind: conn.NewDefaultBind(), mon: &n.mon})
 	n.dev = device.NewDevice(n.tun, n.bind, deviceLogger(log, &n.mon))

@@ -516,14 +516,9 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 // TestSetPeersKeepsSessions changes node a's peer list (one peer removed,
 // one added) while a transfer to an untouched peer runs: the transfer
 // completes intact without a new handshake, and the changes are in effect.
-func TestSetPeersKeepsSessions(t *testing.T) {
-	nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{})
-	a, b := nodes[0], nodes[1]
-	ln, err := b.Listen("tcp", ":9100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+// sumOneConn accepts one connection on ln and sends the SHA-256 of all it
+// reads until the sender's end.
+func sumOneConn(ln net.Listener) <-chan [32]byte {
 	sum := make(chan [32]byte, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -535,6 +530,18 @@ func TestSetPeersKeepsSessions(t *testing.T) {
 		c.Close()
 		sum <- [32]byte(h.Sum(nil))
 	}()
+	return sum
+}
+
+func TestSetPeersKeepsSessions(t *testing.T) {
+	nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{})
+	a, b := nodes[0], nodes[1]
+	ln, err := b.Listen("tcp", ":9100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sum := sumOneConn(ln)
 	c, err := a.Dial("tcp", "10.99.0.2:9100")
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ type TCPForward struct {
 	ln     net.Listener
 	target string
 	d      Dialer
+	mon    *monitor.Monitor // the dialer's, or nil
 	log    *slog.Logger
 	max    int
 	conns  conns
@@ -59,7 +60,7 @@ func ListenTCP(bind, target string, d Dialer, maxConns int, log *slog.Logger) (*
 	if log == nil {
 		log = slog.Default()
 	}
-	f := &TCPForward{ln: ln, target: target, d: d, log: log, max: maxConns}
+	f := &TCPForward{ln: ln, target: target, d: d, mon: monitor.Of(d), log: log, max: maxConns}
 	f.conns.wg.Add(1)
 	go f.serve()
 	return f, nil
@@ -75,7 +76,7 @@ func (f *TCPForward) serve() {
 		if err != nil {
 			return
 		}
-		mon := monitor.Of(f.d)
+		mon := f.mon
 		rec := monitor.ConnRecord{Kind: "tcp-forward", From: c.RemoteAddr().String(), To: f.target}
 		if int(f.open.Load()) >= f.max {
 			f.log.Warn("forward: connection limit reached; closing new connection", "listen", f.ln.Addr().String(), "limit", f.max)
@@ -136,6 +137,7 @@ type UDPForward struct {
 	pc      net.PacketConn
 	target  string
 	d       Dialer
+	mon     *monitor.Monitor // the dialer's, or nil
 	timeout time.Duration
 	max     int
 	log     *slog.Logger
@@ -169,7 +171,7 @@ func ListenUDP(bind, target string, d Dialer, timeout time.Duration, maxSessions
 	if log == nil {
 		log = slog.Default()
 	}
-	f := &UDPForward{pc: pc, target: target, d: d, timeout: timeout, max: maxSessions, log: log, sessions: map[string]*udpSession{}}
+	f := &UDPForward{pc: pc, target: target, d: d, timeout: timeout, max: maxSessions, log: log, sessions: map[string]*udpSession{}, mon: monitor.Of(d)}
 	f.conns.add(pc)
 	f.conns.wg.Add(1)
 	go f.serve()
@@ -215,7 +217,7 @@ func (f *UDPForward) session(client net.Addr) *udpSession {
 	if ok {
 		return s
 	}
-	mon := monitor.Of(f.d)
+	mon := f.mon
 	rec := monitor.ConnRecord{Kind: "udp-forward", From: key, To: f.target}
 	if full {
 		f.log.Warn("forward: UDP session limit reached; dropping datagram", "listen", f.pc.LocalAddr().String(), "limit", f.max)

@@ -42,10 +42,11 @@ func Inspect(pkt []byte) (src, dst netip.Addr, proto uint8, err error) {
 	return d.src, d.dst, d.proto, err
 }
 
-// wireGuardMessage names the WireGuard message in a UDP payload, or
+// WireGuardMessage names the WireGuard message in a UDP payload, or
 // returns "" if it is none: a known type in a little-endian word with the
-// size that type has.
-func wireGuardMessage(p []byte) string {
+// size that type has (data: at least the 32-byte header). These are
+// wireguard-go's receive checks; a datagram failing them is dropped unread.
+func WireGuardMessage(p []byte) string {
 	if len(p) < 4 || p[1] != 0 || p[2] != 0 || p[3] != 0 {
 		return ""
 	}
@@ -167,7 +168,7 @@ func dissect(pkt []byte) dissection {
 		d.hasPorts, d.sport, d.dport = true, u.SourcePort(), u.DestinationPort()
 		d.l4Header = l4[:header.UDPMinimumSize]
 		d.payloadLen = max(int(u.Length())-header.UDPMinimumSize, 0)
-		d.wireGuard = wireGuardMessage(l4[header.UDPMinimumSize:])
+		d.wireGuard = WireGuardMessage(l4[header.UDPMinimumSize:])
 	case uint8(header.ICMPv4ProtocolNumber):
 		if d.version != 4 || len(l4) < header.ICMPv4MinimumSize {
 			d.err = fmt.Sprintf("truncated icmp header (%d bytes)", len(l4))

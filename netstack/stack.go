@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -217,6 +218,15 @@ func (ns *Stack) Promiscuous() bool { return !ns.s.HandleLocal() }
 // GVisor returns the underlying gVisor stack, for forwarders that attach
 // transport handlers to it. Callers must not close it.
 func (ns *Stack) GVisor() *stack.Stack { return ns.s }
+
+// Takes reports whether the stack takes packets for a: one of its own
+// addresses, or any address when promiscuous. It does not allocate.
+func (ns *Stack) Takes(a netip.Addr) bool {
+	return ns.Promiscuous() || ns.IsLocal(a)
+}
+
+// IsLocal reports whether a is one of the stack's own addresses.
+func (ns *Stack) IsLocal(a netip.Addr) bool { return slices.Contains(ns.addrs, a.Unmap()) }
 
 // Addresses returns the stack's own addresses.
 func (ns *Stack) Addresses() []netip.Addr { return append([]netip.Addr(nil), ns.addrs...) }

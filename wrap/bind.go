@@ -127,7 +127,7 @@ func (b *Bind) countReceived(packets [][]byte, sizes []int, eps []conn.Endpoint)
 		b.received.count(msg)
 		if s != nil {
 			// A batch mostly comes from one peer: build its key once.
-			if ap := endpointAddr(eps[i]); i == 0 || ap != last {
+			if ap := EndpointAddr(eps[i]); i == 0 || ap != last {
 				k, last = stats.MakeKey(0, netip.AddrPort{}, ap), ap
 			}
 			batch.Count(stats.Physical, &k, len(msg), stats.Rx)
@@ -145,7 +145,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	var k stats.Key
 	var batch stats.Batch
 	if s != nil {
-		k = stats.MakeKey(0, netip.AddrPort{}, endpointAddr(ep))
+		k = stats.MakeKey(0, netip.AddrPort{}, EndpointAddr(ep))
 		batch = s.Begin()
 	}
 	initiation := false
@@ -166,7 +166,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		b.sendErrs.Add(1)
 	}
 	if initiation || err != nil {
-		b.noteTrouble(endpointAddr(ep), initiation, err != nil)
+		b.noteTrouble(EndpointAddr(ep), initiation, err != nil)
 	}
 	return err
 }
@@ -200,9 +200,9 @@ func (b *Bind) Trouble(ap netip.AddrPort) (lastInitiation, lastSendError time.Ti
 // SendErrors counts the sends that failed since the bind was made.
 func (b *Bind) SendErrors() uint64 { return b.sendErrs.Load() }
 
-// endpointAddr returns the remote address of ep without allocating for
+// EndpointAddr returns the remote address of ep without allocating for
 // the standard bind's endpoints.
-func endpointAddr(ep conn.Endpoint) netip.AddrPort {
+func EndpointAddr(ep conn.Endpoint) netip.AddrPort {
 	if std, ok := ep.(*conn.StdNetEndpoint); ok {
 		return std.AddrPort
 	}
