@@ -169,7 +169,7 @@ func TestDropMalformed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer junk.Close()
-	w.expect(monitor.Malformed, monitor.FromNetwork, fmt.Sprintf("%s -> 0.0.0.0:%d udp len=11", junk.LocalAddr(), b.ListenPort()), func() {
+	w.expect(monitor.Malformed, monitor.FromNetwork, fmt.Sprintf("%s -> 127.0.0.1:%d udp len=11", junk.LocalAddr(), b.ListenPort()), func() {
 		junk.Write([]byte("not wg, no."))
 	})
 	// The link to a stays up.
@@ -448,8 +448,10 @@ func TestPhysicalTraces(t *testing.T) {
 	if _, err := a.Ping(ctx, "10.99.0.2"); err != nil {
 		t.Fatal(err)
 	}
-	wantTo := fmt.Sprintf(":%d -> 127.0.0.1:%d udp len=", a.ListenPort(), b.ListenPort())
-	wantFrom := fmt.Sprintf("127.0.0.1:%d -> 0.0.0.0:%d udp len=", b.ListenPort(), a.ListenPort())
+	// Both ends are known: the bind learns the local address each
+	// datagram arrived on, and answers from it.
+	wantTo := fmt.Sprintf("127.0.0.1:%d -> 127.0.0.1:%d udp len=", a.ListenPort(), b.ListenPort())
+	wantFrom := fmt.Sprintf("127.0.0.1:%d -> 127.0.0.1:%d udp len=", b.ListenPort(), a.ListenPort())
 	var to, from bool
 	deadline := time.After(5 * time.Second)
 	for !to || !from {

@@ -34,7 +34,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -43,6 +42,7 @@ import (
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/resolver"
+	"github.com/wgsidecar/sidecar/udpbind"
 	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wrap"
 )
@@ -177,7 +177,7 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 	tunDev = traceTUN{Device: tunDev, n: n}
 	st.SetDropObserver(dropObserver{&n.mon})
 	n.tun = wrap.NewTUN(tunDev)
-	n.bind = wrap.NewBind(&traceBind{Bind: conn.NewDefaultBind(), mon: &n.mon})
+	n.bind = wrap.NewBind(&traceBind{Bind: udpbind.New(), mon: &n.mon})
 	n.dev = device.NewDevice(n.tun, n.bind, deviceLogger(log, &n.mon))
 
 	// On failure, undo what was started; each step is a no-op when its

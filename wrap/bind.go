@@ -200,11 +200,14 @@ func (b *Bind) Trouble(ap netip.AddrPort) (lastInitiation, lastSendError time.Ti
 // SendErrors counts the sends that failed since the bind was made.
 func (b *Bind) SendErrors() uint64 { return b.sendErrs.Load() }
 
-// EndpointAddr returns the remote address of ep without allocating for
-// the standard bind's endpoints.
+// EndpointAddr returns the remote address of ep, without allocating for
+// the node's bind (udpbind) and wireguard-go's standard one.
 func EndpointAddr(ep conn.Endpoint) netip.AddrPort {
-	if std, ok := ep.(*conn.StdNetEndpoint); ok {
-		return std.AddrPort
+	switch e := ep.(type) {
+	case interface{ DstAddrPort() netip.AddrPort }:
+		return e.DstAddrPort()
+	case *conn.StdNetEndpoint:
+		return e.AddrPort
 	}
 	ap, _ := netip.ParseAddrPort(ep.DstToString())
 	return ap
