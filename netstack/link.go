@@ -6,11 +6,9 @@ import (
 	"syscall"
 
 	"golang.zx2c4.com/wireguard/tun"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
 
 // batchSize is how many packets one Read or Write call moves at most. It
@@ -58,9 +56,6 @@ type link struct {
 	// from its pendingNext-th packet on; only Read's goroutine uses them.
 	pending     *stack.PacketBuffer
 	pendingNext int
-
-	// gro holds *gro.GRO coalescers, one per concurrent write.
-	gro sync.Pool
 }
 
 var (
@@ -75,11 +70,6 @@ func newLink(mtu int) *link {
 		queue:  make([]*stack.PacketBuffer, outQueueLen),
 		ready:  make(chan struct{}, 1),
 		events: make(chan tun.Event, 1),
-	}
-	l.gro.New = func() any {
-		g := new(gro.GRO)
-		g.Init(true)
-		return g
 	}
 	l.events <- tun.EventUp
 	return l
@@ -291,8 +281,9 @@ func (l *link) emitPending(bufs [][]byte, sizes []int, offset int) int {
 }
 
 // write delivers each packet, starting at offset in its buffer, into the
-// stack. The packet is copied into a pooled gVisor buffer, which the stack
-// releases when it is done with it.
+// stack, in the caller's goroutine. Each packet, or each run of in-order
+// TCP segments of one flow merged into one (coalesce.go), is copied into a
+// pooled gVisor buffer, which the stack releases when it is done with it.
 func (l *link) write(bufs [][]byte, offset int) (int, error) {
 	l.dmu.RLock()
 	d := l.dispatcher
@@ -300,34 +291,8 @@ func (l *link) write(bufs [][]byte, offset int) (int, error) {
 	if d == nil {
 		return 0, os.ErrClosed
 	}
-	// In-order TCP segments of one flow in this batch are coalesced (GRO)
-	// so that the stack handles them as one large segment.
-	g := l.gro.Get().(*gro.GRO)
-	g.Dispatcher = d
-	defer func() {
-		g.Flush()
-		g.Dispatcher = nil
-		l.gro.Put(g)
-	}()
-	for i, b := range bufs {
-		pkt := b[offset:]
-		if len(pkt) == 0 {
-			continue
-		}
-		var proto tcpip.NetworkProtocolNumber
-		switch pkt[0] >> 4 {
-		case 4:
-			proto = header.IPv4ProtocolNumber
-		case 6:
-			proto = header.IPv6ProtocolNumber
-		default:
-			return i, syscall.EAFNOSUPPORT
-		}
-		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-		pb.NetworkProtocolNumber = proto
-		pb.RXChecksumValidated = true // authenticated by WireGuard; see Capabilities
-		g.Enqueue(pb)
-		pb.DecRef()
+	if n := deliverBatch(d, bufs, offset); n < len(bufs) {
+		return n, syscall.EAFNOSUPPORT
 	}
 	return len(bufs), nil
 }
