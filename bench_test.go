@@ -25,9 +25,11 @@ import (
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
-// The comparative benchmarks below run every case on two implementations in
-// the same run, as sub-benchmarks named impl=sidecar (a pair of our nodes)
-// and impl=stock (the same pair built on wireguard-go's tun/netstack).
+// The comparative benchmarks below run every case on three implementations
+// in the same run, as sub-benchmarks named impl=sidecar (a pair of our
+// nodes), impl=stock (the same pair built on wireguard-go's tun/netstack)
+// and impl=kernel (the host's TCP and UDP on loopback, no tunnel: the
+// ceiling).
 // Piped through ./internal/benchratio they print a table of medians and the
 // ratio of ours to stock:
 //
@@ -54,7 +56,7 @@ func BenchmarkBulkTCP(b *testing.B) {
 				// process (heap and page tables still growing), so
 				// that its cost is overstated rather than hidden and
 				// the ours/stock pair both run warm.
-				kinds = []string{"sidecar-flowlog", "sidecar", "stock"}
+				kinds = []string{"sidecar-flowlog", "sidecar", "stock", "kernel"}
 			}
 			for _, kind := range kinds {
 				b.Run("impl="+kind, func(b *testing.B) {
@@ -289,10 +291,12 @@ func BenchmarkForward(b *testing.B) {
 	})
 }
 
-// pairKinds names the two implementations every comparative benchmark
-// runs: ours, and a pair built on wireguard-go's stock tun/netstack
-// (newBenchNet also knows "sidecar-flowlog": ours with flow statistics on).
-var pairKinds = []string{"sidecar", "stock"}
+// pairKinds names the implementations every comparative benchmark runs:
+// ours, a pair built on wireguard-go's stock tun/netstack, and the host
+// kernel's own TCP and UDP over loopback with no tunnel at all, the ceiling
+// any user-space tunnel is measured against (newBenchNet also knows
+// "sidecar-flowlog": ours with flow statistics on).
+var pairKinds = []string{"sidecar", "stock", "kernel"}
 
 // benchNet is one side's socket API in a comparative benchmark, and the
 // address of the other side's server.
@@ -317,6 +321,26 @@ func newBenchNet(b *testing.B, kind string) benchNet {
 			dial:      func() (net.Conn, error) { return a.Dial("tcp", "10.99.0.2:5300") },
 			listenUDP: func() (net.PacketConn, error) { return z.ListenPacket("udp", ":5301") },
 			dialUDP:   func() (net.Conn, error) { return a.Dial("udp", "10.99.0.2:5301") },
+		}
+	case "kernel":
+		var tcpAddr, udpAddr string // set by listen and listenUDP
+		return benchNet{
+			listen: func() (net.Listener, error) {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err == nil {
+					tcpAddr = ln.Addr().String()
+				}
+				return ln, err
+			},
+			dial: func() (net.Conn, error) { return net.Dial("tcp", tcpAddr) },
+			listenUDP: func() (net.PacketConn, error) {
+				pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+				if err == nil {
+					udpAddr = pc.LocalAddr().String()
+				}
+				return pc, err
+			},
+			dialUDP: func() (net.Conn, error) { return net.Dial("udp", udpAddr) },
 		}
 	case "stock":
 		a, z := stockPair(b)
