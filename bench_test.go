@@ -357,6 +357,19 @@ func newBenchNet(b *testing.B, kind string) benchNet {
 	return benchNet{}
 }
 
+// newEchoNet is newBenchNet with an echoServer on the server node's TCP
+// port, closed when the benchmark ends.
+func newEchoNet(b *testing.B, kind string) benchNet {
+	bn := newBenchNet(b, kind)
+	ln, err := bn.listen()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go echoServer(ln)
+	return bn
+}
+
 // echoServer answers every 64-byte message on every connection.
 func echoServer(ln net.Listener) {
 	for {
@@ -387,13 +400,7 @@ func echoServer(ln net.Listener) {
 func BenchmarkRequestResponse(b *testing.B) {
 	for _, kind := range pairKinds {
 		b.Run("impl="+kind, func(b *testing.B) {
-			bn := newBenchNet(b, kind)
-			ln, err := bn.listen()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			go echoServer(ln)
+			bn := newEchoNet(b, kind)
 			c, err := bn.dial()
 			if err != nil {
 				b.Fatal(err)
@@ -439,14 +446,7 @@ func benchRoundTrips(b *testing.B, trip func() error) {
 func BenchmarkConnectRate(b *testing.B) {
 	for _, kind := range pairKinds {
 		b.Run("impl="+kind, func(b *testing.B) {
-			bn := newBenchNet(b, kind)
-			ln, err := bn.listen()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			go echoServer(ln)
-			benchConnect(b, bn.dial)
+			benchConnect(b, newEchoNet(b, kind).dial)
 		})
 	}
 }
