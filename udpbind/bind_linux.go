@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -54,7 +55,13 @@ type socket struct {
 	gso  atomic.Bool
 }
 
-func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) { return parseEndpoint(s) }
+func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil, err
+	}
+	return NewEndpoint(ap), nil
+}
 
 func (b *Bind) BatchSize() int { return batchSize }
 
@@ -67,14 +74,21 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		return nil, 0, conn.ErrBindAlreadyOpen
 	}
 	var v4, v6 *socket
-	actual := port
+	var actual uint16
 	for tries := 0; ; tries++ {
 		var err error
 		v4, actual, err = b.listen("udp4", port)
 		if err != nil && !errors.Is(err, syscall.EAFNOSUPPORT) {
 			return nil, 0, err
 		}
-		v6, actual, err = b.listen("udp6", actual)
+		if v4 == nil {
+			actual = port // no IPv4: IPv6 takes the port asked for
+		}
+		var actual6 uint16
+		v6, actual6, err = b.listen("udp6", actual)
+		if err == nil {
+			actual = actual6
+		}
 		if err == nil || errors.Is(err, syscall.EAFNOSUPPORT) {
 			break
 		}

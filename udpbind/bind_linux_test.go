@@ -195,9 +195,7 @@ func TestSendReceiveIPv6(t *testing.T) {
 // once the source is cleared, routing picks again.
 func TestStickySource(t *testing.T) {
 	a, afns, aport := openBind(t)
-	_, zfns, zport := openBind(t)
-	z := openPeer(t, zport)
-	_ = zfns
+	z := openPeer(t)
 	reach := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), aport)
 	if _, err := z.WriteToUDPAddrPort([]byte("hello"), reach); err != nil {
 		t.Fatal(err)
@@ -241,9 +239,8 @@ func TestStickySource(t *testing.T) {
 	}
 }
 
-// openPeer is a plain UDP socket on 127.0.0.1 standing for a peer; port is
-// unused (a bind's port is taken), so it takes any.
-func openPeer(t *testing.T, _ uint16) *net.UDPConn {
+// openPeer is a plain UDP socket on 127.0.0.1 standing for a peer.
+func openPeer(t *testing.T) *net.UDPConn {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

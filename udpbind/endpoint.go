@@ -33,17 +33,24 @@ import (
 // datagrams from the same address; only the sticky source can change, and
 // only to cleared.
 type Endpoint struct {
-	dst     netip.AddrPort
-	src     netip.Addr // local address the datagram arrived on; invalid if unknown
-	ifindex int32      // interface it arrived on, for IPv6 link-local sources
+	endpointKey
 	cleared atomic.Bool
+}
+
+// endpointKey is what identifies an endpoint: the remote address, and the
+// local address and interface its datagrams arrived on (src invalid if
+// unknown; ifindex matters for IPv6 link-local sources).
+type endpointKey struct {
+	dst     netip.AddrPort
+	src     netip.Addr
+	ifindex int32
 }
 
 var _ conn.Endpoint = (*Endpoint)(nil)
 
 // NewEndpoint returns an endpoint for dst with no sticky source.
 func NewEndpoint(dst netip.AddrPort) *Endpoint {
-	return &Endpoint{dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())}
+	return &Endpoint{endpointKey: endpointKey{dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())}}
 }
 
 // DstAddrPort returns the remote address without allocating.
@@ -68,17 +75,9 @@ func (e *Endpoint) SrcToString() string {
 	return ""
 }
 
-func (e *Endpoint) DstIP() netip.Addr           { return e.dst.Addr() }
-func (e *Endpoint) DstToString() string         { return e.dst.String() }
-func (e *Endpoint) DstToBytes() []byte          { b, _ := e.dst.MarshalBinary(); return b }
-func (e *Endpoint) source() (netip.Addr, int32) { return e.SrcIP(), e.ifindex }
-
-// endpointKey identifies an interned endpoint.
-type endpointKey struct {
-	dst     netip.AddrPort
-	src     netip.Addr
-	ifindex int32
-}
+func (e *Endpoint) DstIP() netip.Addr   { return e.dst.Addr() }
+func (e *Endpoint) DstToString() string { return e.dst.String() }
+func (e *Endpoint) DstToBytes() []byte  { b, _ := e.dst.MarshalBinary(); return b }
 
 // maxInterned bounds a receiving socket's endpoint table; when it is full
 // the table starts again (peers' endpoints are simply made anew).
@@ -92,7 +91,7 @@ type interner struct {
 }
 
 func (in *interner) get(k endpointKey) *Endpoint {
-	if e := in.last; e != nil && e.dst == k.dst && e.src == k.src && e.ifindex == k.ifindex && !e.cleared.Load() {
+	if e := in.last; e != nil && e.endpointKey == k && !e.cleared.Load() {
 		return e
 	}
 	e := in.m[k]
@@ -100,18 +99,9 @@ func (in *interner) get(k endpointKey) *Endpoint {
 		if in.m == nil || len(in.m) >= maxInterned {
 			in.m = make(map[endpointKey]*Endpoint)
 		}
-		e = &Endpoint{dst: k.dst, src: k.src, ifindex: k.ifindex}
+		e = &Endpoint{endpointKey: k}
 		in.m[k] = e
 	}
 	in.last = e
 	return e
-}
-
-// parseEndpoint is the Bind's ParseEndpoint.
-func parseEndpoint(s string) (conn.Endpoint, error) {
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		return nil, err
-	}
-	return NewEndpoint(ap), nil
 }

@@ -166,13 +166,8 @@ func (r *receiver) parse(i int) (*Endpoint, int) {
 		case c.Level == unix.IPPROTO_IPV6 && c.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
 			info := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
 			k.src, k.ifindex = netip.AddrFrom16(info.Addr), int32(info.Ifindex)
-		case c.Level == unix.IPPROTO_UDP && c.Type == unix.UDP_GRO && len(data) >= 2:
-			// The kernel writes an int; its low 16 bits are the size.
-			if len(data) >= 4 {
-				gsoSize = int(*(*int32)(unsafe.Pointer(&data[0])))
-			} else {
-				gsoSize = int(*(*uint16)(unsafe.Pointer(&data[0])))
-			}
+		case c.Level == unix.IPPROTO_UDP && c.Type == unix.UDP_GRO && len(data) >= 4:
+			gsoSize = int(*(*int32)(unsafe.Pointer(&data[0]))) // the kernel writes an int
 		}
 		sp := unix.CmsgSpace(l - unix.CmsgLen(0))
 		if sp >= len(oob) {
@@ -239,7 +234,7 @@ func (t *sender) send(s *socket, bufs [][]byte, e *Endpoint) error {
 	}
 	for {
 		gso := s.gso.Load()
-		src, ifindex := e.source()
+		src, ifindex := e.SrcIP(), e.ifindex
 		err := t.sendOnce(s, bufs, gso, src, ifindex)
 		switch {
 		case err == nil:
@@ -319,8 +314,9 @@ func (t *sender) sendOnce(s *socket, bufs [][]byte, gso bool, src netip.Addr, if
 			n += putSource(oob, src, ifindex, s.is6)
 		}
 		if j-i > 1 {
-			n += putCmsg(oob[n:], unix.IPPROTO_UDP, unix.UDP_SEGMENT, 2)
-			*(*uint16)(unsafe.Pointer(&oob[n-unix.CmsgSpace(2)+unix.CmsgLen(0)])) = uint16(seg)
+			sp, data := putCmsg(oob[n:], unix.IPPROTO_UDP, unix.UDP_SEGMENT, 2)
+			*(*uint16)(unsafe.Pointer(&data[0])) = uint16(seg) // host order, as the kernel reads it
+			n += sp
 		}
 		if n > 0 {
 			h.Control = &oob[0]
@@ -338,30 +334,30 @@ func (t *sender) sendOnce(s *socket, bufs [][]byte, gso bool, src netip.Addr, if
 }
 
 // putCmsg writes a control message header for datalen bytes of data at the
-// start of b and returns the space it takes; the data follows the header.
-func putCmsg(b []byte, level, typ int32, datalen int) int {
+// start of b and returns the space the message takes and its (zeroed) data.
+func putCmsg(b []byte, level, typ int32, datalen int) (int, []byte) {
 	sp := unix.CmsgSpace(datalen)
 	clear(b[:sp])
 	c := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
 	c.Level, c.Type = level, typ
 	c.SetLen(unix.CmsgLen(datalen))
-	return sp
+	return sp, b[unix.CmsgLen(0) : unix.CmsgLen(0)+datalen]
 }
 
 // putSource writes the packet-info message that makes the kernel send from
 // src.
 func putSource(b []byte, src netip.Addr, ifindex int32, is6 bool) int {
 	if is6 {
-		n := putCmsg(b, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, unix.SizeofInet6Pktinfo)
-		info := (*unix.Inet6Pktinfo)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
+		n, data := putCmsg(b, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, unix.SizeofInet6Pktinfo)
+		info := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
 		info.Addr = src.As16()
 		if src.IsLinkLocalUnicast() {
 			info.Ifindex = uint32(ifindex)
 		}
 		return n
 	}
-	n := putCmsg(b, unix.IPPROTO_IP, unix.IP_PKTINFO, unix.SizeofInet4Pktinfo)
-	info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
+	n, data := putCmsg(b, unix.IPPROTO_IP, unix.IP_PKTINFO, unix.SizeofInet4Pktinfo)
+	info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
 	info.Spec_dst = src.As4()
 	return n
 }
