@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"bytes"
 	"encoding/binary"
 
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -113,32 +114,27 @@ func follows(first, prev, next tcpSegment, total int) bool {
 	if first.ipLen == header.IPv4MinimumSize {
 		// version..TOS (0-1), flags/fragment, TTL, protocol (6-9),
 		// addresses (12-19)
-		if a[0] != b[0] || a[1] != b[1] || !equal(a[6:10], b[6:10]) || !equal(a[12:20], b[12:20]) {
+		if a[0] != b[0] || a[1] != b[1] || !bytes.Equal(a[6:10], b[6:10]) || !bytes.Equal(a[12:20], b[12:20]) {
 			return false
 		}
 	} else {
 		// version, class, flow label (0-3), next header and hop limit
 		// (6-7), addresses (8-39)
-		if !equal(a[0:4], b[0:4]) || !equal(a[6:40], b[6:40]) {
+		if !bytes.Equal(a[0:4], b[0:4]) || !bytes.Equal(a[6:40], b[6:40]) {
 			return false
 		}
 	}
 	at, bt := a[first.ipLen:], b[first.ipLen:]
 	// ports (0-3), ack (8-11), data offset (12), window (14-15), urgent
 	// pointer and options (18-)
-	return equal(at[0:4], bt[0:4]) && equal(at[8:13], bt[8:13]) && equal(at[14:16], bt[14:16]) && equal(at[18:], bt[18:])
+	return bytes.Equal(at[0:4], bt[0:4]) && bytes.Equal(at[8:13], bt[8:13]) && bytes.Equal(at[14:16], bt[14:16]) && bytes.Equal(at[18:], bt[18:])
 }
 
-func equal(a, b []byte) bool { return string(a) == string(b) }
-
-// coalesce builds the merged packet of run (at least two segments) in one
-// gVisor buffer.
-func coalesce(run []tcpSegment) buffer.Buffer {
-	first, last := run[0], run[len(run)-1]
-	total := first.hdrLen
-	for _, s := range run {
-		total += s.payloadLen()
-	}
+// coalesce builds in one gVisor buffer the merged packet of the run
+// pkts (at least two), which starts with first and ends with last: every
+// segment of a run has first's header length (see follows), so its payload
+// starts there. total is the merged packet's length.
+func coalesce(pkts [][]byte, offset int, first, last tcpSegment, total int) buffer.Buffer {
 	v := buffer.NewView(total)
 	v.Write(first.pkt[:first.hdrLen])
 	hdr := v.AsSlice()
@@ -151,8 +147,8 @@ func coalesce(run []tcpSegment) buffer.Buffer {
 		binary.BigEndian.PutUint16(hdr[4:6], uint16(total-header.IPv6MinimumSize))
 	}
 	header.TCP(hdr[first.ipLen:]).SetFlags(uint8(last.tcp().Flags()))
-	for _, s := range run {
-		v.Write(s.pkt[s.hdrLen:])
+	for _, p := range pkts {
+		v.Write(p[offset+first.hdrLen:])
 	}
 	return buffer.MakeWithView(v)
 }
@@ -162,7 +158,6 @@ func coalesce(run []tcpSegment) buffer.Buffer {
 // returns the index of the first packet of an unknown IP version, or
 // len(bufs).
 func deliverBatch(d stack.NetworkDispatcher, bufs [][]byte, offset int) int {
-	var runBuf [batchSize]tcpSegment
 	for i := 0; i < len(bufs); {
 		pkt := bufs[i][offset:]
 		if len(pkt) == 0 {
@@ -178,27 +173,25 @@ func deliverBatch(d stack.NetworkDispatcher, bufs [][]byte, offset int) int {
 		default:
 			return i
 		}
-		run := runBuf[:0]
-		if s, ok := parseTCPSegment(pkt); ok {
-			run = append(run, s)
-			total := len(pkt)
-			for j := i + 1; j < len(bufs) && len(run) < len(runBuf); j++ {
-				next, ok := parseTCPSegment(bufs[j][offset:])
-				if !ok || !follows(run[0], run[len(run)-1], next, total) {
+		end := i + 1 // the run is bufs[i:end]
+		var payload buffer.Buffer
+		if first, ok := parseTCPSegment(pkt); ok {
+			last, total := first, len(pkt)
+			for ; end < len(bufs); end++ {
+				next, ok := parseTCPSegment(bufs[end][offset:])
+				if !ok || !follows(first, last, next, total) {
 					break
 				}
-				run = append(run, next)
-				total += next.payloadLen()
+				last, total = next, total+next.payloadLen()
+			}
+			if end-i > 1 {
+				payload = coalesce(bufs[i:end], offset, first, last, total)
 			}
 		}
-		var payload buffer.Buffer
-		if len(run) > 1 {
-			payload = coalesce(run)
-			i += len(run)
-		} else {
+		if end-i == 1 {
 			payload = buffer.MakeWithData(pkt)
-			i++
 		}
+		i = end
 		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 		pb.NetworkProtocolNumber = proto
 		pb.RXChecksumValidated = true // authenticated by WireGuard; see Capabilities

@@ -3,6 +3,7 @@ package netstack
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -205,28 +206,7 @@ func TestCoalesceBoundaries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := deliver(t, tc.pkts)
-			var got []int
-			i := 0
-			for _, p := range out {
-				n := 1
-				if s, ok := parseTCPSegment(p); ok && i < len(tc.pkts) {
-					if first, ok := parseTCPSegment(tc.pkts[i]); ok && s.payloadLen() > first.payloadLen() {
-						// merged: count the inputs its payload covers
-						n, covered := 0, 0
-						for covered < s.payloadLen() {
-							next, _ := parseTCPSegment(tc.pkts[i+n])
-							covered += next.payloadLen()
-							n++
-						}
-						got = append(got, n)
-						i += n
-						continue
-					}
-				}
-				got = append(got, n)
-				i += n
-			}
-			if !equalInts(got, tc.want) {
+			if got := runLengths(tc.pkts, out); !slices.Equal(got, tc.want) {
 				t.Errorf("runs %v; want %v", got, tc.want)
 			}
 			if !bytes.Equal(payloads(out), payloads(tc.pkts)) {
@@ -236,16 +216,19 @@ func TestCoalesceBoundaries(t *testing.T) {
 	}
 }
 
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
+// runLengths says how many of the packets in each delivered packet
+// covers, in order: the inputs whose payloads (payloads) make up its own.
+func runLengths(in, out [][]byte) []int {
+	var runs []int
+	i := 0
+	for _, p := range out {
+		want, n := len(payloads([][]byte{p})), 0
+		for covered := 0; covered < want && i < len(in); i, n = i+1, n+1 {
+			covered += len(payloads(in[i : i+1]))
 		}
+		runs = append(runs, n)
 	}
-	return true
+	return runs
 }
 
 // TestCoalesceLimit: a run never grows past the 16-bit IP length.
