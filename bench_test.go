@@ -61,12 +61,7 @@ func BenchmarkBulkTCP(b *testing.B) {
 			for _, kind := range kinds {
 				b.Run("impl="+kind, func(b *testing.B) {
 					bn := newBenchNet(b, kind)
-					ln, err := bn.listen()
-					if err != nil {
-						b.Fatal(err)
-					}
-					defer ln.Close()
-					benchBulk(b, ln, bn.dial, 1, dir == "recv")
+					benchBulk(b, bn.serve(b), bn.dial, 1, dir == "recv")
 				})
 			}
 		})
@@ -81,12 +76,7 @@ func BenchmarkBulkTCP4(b *testing.B) {
 	for _, kind := range pairKinds {
 		b.Run("impl="+kind, func(b *testing.B) {
 			bn := newBenchNet(b, kind)
-			ln, err := bn.listen()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			benchBulk(b, ln, bn.dial, 4, false)
+			benchBulk(b, bn.serve(b), bn.dial, 4, false)
 		})
 	}
 }
@@ -357,16 +347,22 @@ func newBenchNet(b *testing.B, kind string) benchNet {
 	return benchNet{}
 }
 
-// newEchoNet is newBenchNet with an echoServer on the server node's TCP
-// port, closed when the benchmark ends.
-func newEchoNet(b *testing.B, kind string) benchNet {
-	bn := newBenchNet(b, kind)
+// serve opens the server node's TCP listener, closed when the benchmark
+// ends.
+func (bn benchNet) serve(b *testing.B) net.Listener {
 	ln, err := bn.listen()
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ln.Close() })
-	go echoServer(ln)
+	return ln
+}
+
+// newEchoNet is newBenchNet with an echoServer on the server node's TCP
+// port.
+func newEchoNet(b *testing.B, kind string) benchNet {
+	bn := newBenchNet(b, kind)
+	go echoServer(bn.serve(b))
 	return bn
 }
 
