@@ -98,44 +98,24 @@ func TestInteropKernelWireGuard(t *testing.T) {
 
 	// Names unique to this process: /var/run/wireguard and the namespace
 	// and interface names are shared by the whole machine.
-	id := os.Getpid() % 1_000_000
-	nsA := fmt.Sprintf("wgsc-interop-a-%d", id)
-	nsB := fmt.Sprintf("wgsc-interop-b-%d", id)
-	vethA := fmt.Sprintf("wsia%d", id) // at most 10 of the 15 characters allowed
-	vethB := fmt.Sprintf("wsib%d", id)
-	wgIf := fmt.Sprintf("wsik%d", id)
+	wgIf := fmt.Sprintf("wsik%d", interopID())
 	sock := filepath.Join("/var/run/wireguard", wgIf+".sock")
 	dir := t.TempDir()
 
-	// Registered first, so it runs after every other cleanup: nothing of
-	// the test may be left behind.
+	// Registered before the underlay, so it runs after its removal.
 	t.Cleanup(func() {
-		list, _ := exec.Command("ip", "netns", "list").Output()
-		for _, ns := range []string{nsA, nsB} {
-			if bytes.Contains(list, []byte(ns)) {
-				t.Errorf("network namespace %s left behind", ns)
-			}
-		}
 		if _, err := os.Stat(sock); err == nil {
 			t.Errorf("%s left behind", sock)
 		}
 	})
 
 	// --- The underlay: two namespaces and a veth pair between them. ---
-	for _, ns := range []string{nsA, nsB} {
-		interopRun(ctx, t, "ip", "netns", "add", ns)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
-			}
-		})
-	}
-	interopRun(ctx, t, "ip", "link", "add", vethA, "netns", nsA, "type", "veth", "peer", "name", vethB, "netns", nsB)
+	u := newInteropUnderlay(ctx, t, "interop", "wsi")
+	nsA, nsB := u.nsA, u.nsB
 	for _, c := range []struct{ ns, dev, v4, v6 string }{
-		{nsA, vethA, interopUnderA + "/24", "fd00:231::1/64"},
-		{nsB, vethB, interopUnderB + "/24", "fd00:231::2/64"},
+		{nsA, u.vethA, interopUnderA + "/24", "fd00:231::1/64"},
+		{nsB, u.vethB, interopUnderB + "/24", "fd00:231::2/64"},
 	} {
-		interopRun(ctx, t, "ip", "-n", c.ns, "link", "set", "lo", "up")
 		interopRun(ctx, t, "ip", "-n", c.ns, "addr", "add", c.v4, "dev", c.dev)
 		interopRun(ctx, t, "ip", "-n", c.ns, "-6", "addr", "add", c.v6, "dev", c.dev, "nodad")
 		interopRun(ctx, t, "ip", "-n", c.ns, "link", "set", c.dev, "up")
@@ -344,7 +324,7 @@ Output = %s
 	// UDP datagrams on the veth.
 	t.Run("FlowLogTruth", func(t *testing.T) {
 		interopFlowLogTruth(ctx, t, interopTruthEnv{
-			nsB: nsB, wgIf: wgIf, vethB: vethB, dir: dir, flowFile: flowFile,
+			nsB: nsB, wgIf: wgIf, vethB: u.vethB, dir: dir, flowFile: flowFile,
 			sidecar: sc, sidecarPub: sidecarPriv.Public(),
 		})
 	})
@@ -604,6 +584,62 @@ type interopProc struct {
 	errb  *interopBuffer
 	done  chan struct{}
 	err   error // valid once done is closed
+}
+
+// interopID names what a namespace test makes after this process, so that
+// runs on one machine do not collide.
+func interopID() int { return os.Getpid() % 1_000_000 }
+
+// interopUnderlay is two network namespaces joined by a veth pair.
+type interopUnderlay struct{ nsA, nsB, vethA, vethB string }
+
+// newInteropUnderlay creates namespaces wgsc-TAG-a-ID and wgsc-TAG-b-ID,
+// a veth pair between them (ends VETHa-ID and VETHb-ID, within the 15
+// characters an interface name may have) and brings lo up in both. The
+// namespaces, and the veth ends with them, are deleted when the test ends;
+// a cleanup registered before them fails the test if any is left behind.
+func newInteropUnderlay(ctx context.Context, t *testing.T, tag, veth string) interopUnderlay {
+	t.Helper()
+	id := interopID()
+	u := interopUnderlay{
+		nsA:   fmt.Sprintf("wgsc-%s-a-%d", tag, id),
+		nsB:   fmt.Sprintf("wgsc-%s-b-%d", tag, id),
+		vethA: fmt.Sprintf("%sa%d", veth, id),
+		vethB: fmt.Sprintf("%sb%d", veth, id),
+	}
+	t.Cleanup(func() {
+		list, _ := exec.Command("ip", "netns", "list").Output()
+		for _, ns := range []string{u.nsA, u.nsB} {
+			if bytes.Contains(list, []byte(ns)) {
+				t.Errorf("network namespace %s left behind", ns)
+			}
+		}
+		interopCheckLinksGone(t, u.vethA, u.vethB)
+	})
+	for _, ns := range []string{u.nsA, u.nsB} {
+		interopRun(ctx, t, "ip", "netns", "add", ns)
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+			}
+		})
+	}
+	interopRun(ctx, t, "ip", "link", "add", u.vethA, "netns", u.nsA, "type", "veth", "peer", "name", u.vethB, "netns", u.nsB)
+	for _, ns := range []string{u.nsA, u.nsB} {
+		interopRun(ctx, t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	return u
+}
+
+// interopCheckLinksGone fails the test for each of devs still in the host
+// namespace.
+func interopCheckLinksGone(t *testing.T, devs ...string) {
+	links, _ := exec.Command("ip", "-o", "link", "show").Output()
+	for _, dev := range devs {
+		if strings.Contains(string(links), " "+dev+":") || strings.Contains(string(links), " "+dev+"@") {
+			t.Errorf("interface %s left behind in the host namespace", dev)
+		}
+	}
 }
 
 func interopStart(ctx context.Context, t *testing.T, name string, env []string, prog string, args ...string) *interopProc {

@@ -88,43 +88,18 @@ func TestServeNetnsSubnetRouter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 
-	id := os.Getpid() % 1_000_000
-	nsA := fmt.Sprintf("wgsc-serve-a-%d", id)
-	nsB := fmt.Sprintf("wgsc-serve-b-%d", id)
-	vethA := fmt.Sprintf("wssa%d", id) // at most 10 of the 15 characters allowed
-	vethB := fmt.Sprintf("wssb%d", id)
+	id := interopID()
 	dummy := fmt.Sprintf("wssd%d", id)
 	dummyPeer := fmt.Sprintf("wsse%d", id) // only when there is no dummy link type
 	dir := t.TempDir()
 
-	// Registered first, so it runs after every other cleanup: nothing of
-	// the test may be left behind. The veth and the dummy interface live
-	// in the namespaces and go with them.
-	t.Cleanup(func() {
-		list, _ := exec.Command("ip", "netns", "list").Output()
-		for _, ns := range []string{nsA, nsB} {
-			if strings.Contains(string(list), ns) {
-				t.Errorf("network namespace %s left behind", ns)
-			}
-		}
-		links, _ := exec.Command("ip", "-o", "link", "show").Output()
-		for _, dev := range []string{vethA, vethB, dummy, dummyPeer} {
-			if strings.Contains(string(links), " "+dev+":") || strings.Contains(string(links), " "+dev+"@") {
-				t.Errorf("interface %s left behind in the host namespace", dev)
-			}
-		}
-	})
+	// Registered before the underlay, so it runs after its removal: the
+	// dummy interface lives in a namespace and goes with it.
+	t.Cleanup(func() { interopCheckLinksGone(t, dummy, dummyPeer) })
 
 	// --- The underlay and the served subnet. ---
-	for _, ns := range []string{nsA, nsB} {
-		interopRun(ctx, t, "ip", "netns", "add", ns)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
-			}
-		})
-	}
-	interopRun(ctx, t, "ip", "link", "add", vethA, "netns", nsA, "type", "veth", "peer", "name", vethB, "netns", nsB)
+	u := newInteropUnderlay(ctx, t, "serve", "wss")
+	nsA, nsB, vethA, vethB := u.nsA, u.nsB, u.vethA, u.vethB
 	// The subnet's interface is a dummy one; kernels built without dummy
 	// links (some microVMs) get a veth pair with both ends in nsB instead.
 	if out, err := interopOutput(ctx, 10*time.Second, "ip", "-n", nsB, "link", "add", dummy, "type", "dummy"); err != nil {
@@ -140,10 +115,6 @@ func TestServeNetnsSubnetRouter(t *testing.T) {
 		interopRun(ctx, t, "ip", "-n", c.ns, "addr", "add", c.addr, "dev", c.dev)
 		interopRun(ctx, t, "ip", "-n", c.ns, "link", "set", c.dev, "up")
 	}
-	for _, ns := range []string{nsA, nsB} {
-		interopRun(ctx, t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-
 	// --- Keys and files. ---
 	privA, err := wgconf.GeneratePrivateKey()
 	if err != nil {
