@@ -123,11 +123,7 @@ func socksRequest(c net.Conn, cmd byte, dst netip.AddrPort) (byte, netip.AddrPor
 
 func TestProxySOCKS5ThroughTunnel(t *testing.T) {
 	a, _ := proxyPeers(t)
-	s, err := proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := serveProxy(t)(proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a))
 	for _, host := range []string{"10.99.0.2", "[fd00:99::2]"} {
 		out, err := proxyCurl(t, "--socks5-hostname", s.Addr().String(), "http://"+host+"/")
 		if err != nil {
@@ -205,11 +201,7 @@ func waitRecord(t *testing.T, take func() []monitor.ConnRecord, what string, ok 
 
 func TestProxyHTTPThroughTunnel(t *testing.T) {
 	a, _ := proxyPeers(t)
-	s, err := proxy.ListenHTTP(proxy.HTTPConfig{BindAddress: "127.0.0.1:0", Username: "u", Password: "p"}, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := serveProxy(t)(proxy.ListenHTTP(proxy.HTTPConfig{BindAddress: "127.0.0.1:0", Username: "u", Password: "p"}, a))
 	records := connRecords(t, a)
 	proxyURL := "http://u:p@" + s.Addr().String()
 	for _, host := range []string{"10.99.0.2", "[fd00:99::2]"} {
@@ -250,11 +242,7 @@ func TestProxyHTTPThroughTunnel(t *testing.T) {
 
 func TestProxySOCKS5UDPThroughTunnel(t *testing.T) {
 	a, _ := proxyPeers(t)
-	s, err := proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := serveProxy(t)(proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a))
 	records := connRecords(t, a)
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -335,11 +323,7 @@ func TestProxySOCKS5HalfCloseThroughTunnel(t *testing.T) {
 			c.Write(answer)
 		}
 	})
-	s, err := proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := serveProxy(t)(proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a))
 	c, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -367,11 +351,7 @@ func TestProxySOCKS5HalfCloseThroughTunnel(t *testing.T) {
 // through the node is open: the client sees the end, nothing is left.
 func TestProxyHTTPCloseWithTunnel(t *testing.T) {
 	a, _ := proxyPeers(t)
-	s, err := proxy.ListenHTTP(proxy.HTTPConfig{BindAddress: "127.0.0.1:0"}, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := serveProxy(t)(proxy.ListenHTTP(proxy.HTTPConfig{BindAddress: "127.0.0.1:0"}, a))
 	c, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -398,5 +378,18 @@ func TestProxyHTTPCloseWithTunnel(t *testing.T) {
 	}
 	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
 		t.Errorf("after Close: %q, %v; want the tunnel closed", rest, err)
+	}
+}
+
+// serveProxy takes a proxy's Listen results: it fails the test on an error
+// and otherwise returns the server, closed when the test ends.
+func serveProxy(t *testing.T) func(*proxy.Server, error) *proxy.Server {
+	return func(s *proxy.Server, err error) *proxy.Server {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
 	}
 }
