@@ -2,9 +2,9 @@
 // (version 0.0.4): families of counters and gauges, each introduced by its
 // HELP and TYPE lines, with names checked and label values escaped.
 //
-// It holds no registry and no state: the caller builds the families from
-// its own counters on every scrape and writes them. It knows nothing of
-// what is measured, nor of WireGuard or the sidecar.
+// A Registry holds no counters: each subsystem registers a collector that
+// builds its families from its own counters on every scrape. The package
+// knows nothing of what is measured, nor of WireGuard or the sidecar.
 package metrics
 
 import (

@@ -142,3 +142,29 @@ func TestHandler(t *testing.T) {
 		t.Errorf("invalid family: %s, want 500", resp.Status)
 	}
 }
+
+func TestRegistryGathersInOrder(t *testing.T) {
+	var r Registry
+	if got := r.Gather(); len(got) != 0 {
+		t.Fatalf("empty registry gathered %v", got)
+	}
+	n := 0
+	r.Register(func() []Family {
+		n++
+		f := Family{Name: "a_total", Type: Counter}
+		f.Add(float64(n))
+		return []Family{f}
+	})
+	r.Register(func() []Family { return []Family{{Name: "b", Type: Gauge}, {Name: "c", Type: Gauge}} })
+	got := r.Gather()
+	var names []string
+	for _, f := range got {
+		names = append(names, f.Name)
+	}
+	if strings.Join(names, ",") != "a_total,b,c" {
+		t.Errorf("gathered %v, want a_total,b,c", names)
+	}
+	if got := r.Gather()[0].Samples[0].Value; got != 2 {
+		t.Errorf("second gather: a_total = %v, want 2 (collectors run on every gather)", got)
+	}
+}
