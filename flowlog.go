@@ -2,116 +2,30 @@ package sidecar
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/wgsidecar/sidecar/classify"
-	"github.com/wgsidecar/sidecar/logtail"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wrap"
 )
 
-// startFlowLog starts the flow logger when the file has a [FlowLog]
-// section or Options.FlowSink is set.
+// startFlowLog starts the flow log (package netlog) when the file has a
+// [FlowLog] or [LogStream] section or Options.FlowSink is set.
 func (n *Node) startFlowLog() error {
-	fl := n.cfg.FlowLog
-	if fl == nil && n.opts.FlowSink == nil && n.cfg.LogStream == nil {
-		return nil
+	fl, err := netlog.StartNode(netlog.NodeConfig{
+		FlowLog: n.cfg.FlowLog, LogStream: n.cfg.LogStream, Extra: n.opts.FlowSink,
+		KeepLatest: n.cfg.Control != nil, NodeID: NodeID(n.public),
+		Routes: n.classRoutes(n.PeerConfig()), PeerOf: n.peerOfEndpoint,
+		StreamFlush: n.opts.LogStreamFlush, Log: n.log,
+	}, n.tun, n.bind)
+	if err != nil {
+		return err
 	}
-	var sinks []netlog.Sink
-	if n.opts.FlowSink != nil {
-		sinks = append(sinks, n.opts.FlowSink)
-	}
-	if ls := n.cfg.LogStream; ls != nil {
-		stream, err := n.openLogStream(ls)
-		n.logStream = stream
-		if err != nil {
-			return err
-		}
-		sinks = append(sinks, netlog.NewStreamSink(stream, 5*time.Second))
-	}
-	cfg := netlog.Config{NodeID: NodeID(n.public), PeerOf: n.peerOfEndpoint}
-	if fl != nil {
-		cfg.Window = fl.Window
-		cfg.LogExitFlows = fl.LogExitFlows
-		if fl.NodeID != "" {
-			cfg.NodeID = fl.NodeID
-		}
-		switch fl.Output {
-		case "":
-		case "-":
-			sinks = append(sinks, netlog.NewNDJSONSink(os.Stdout))
-		default:
-			fs, err := netlog.NewFileSink(fl.Output)
-			if err != nil {
-				return fmt.Errorf("sidecar: flow log: %w", err)
-			}
-			sinks = append(sinks, fs)
-		}
-	}
-	if len(sinks) == 0 {
-		n.log.Warn("flow log has no output: set [FlowLog] Output or [LogStream]")
-		return nil
-	}
-	// The control socket's latest window and the metrics' window counts;
-	// added last, it never turns the flow log on by itself.
-	sinks = append(sinks, n.controlSink())
-	cfg.Sink = teeSink(sinks)
-	n.mu.Lock()
-	peers := n.peers
-	n.mu.Unlock()
-	cfg.Routes = n.classRoutes(peers)
-	cfg.OnError = func(err error) { n.log.Warn("flow log", "err", err) }
-	n.flows = &netlog.Logger{}
-	if err := n.flows.Startup(cfg, n.tun, n.bind); err != nil {
-		return fmt.Errorf("sidecar: flow log: %w", err)
-	}
-	n.log.Info("flow log on", "node_id", cfg.NodeID, "window", cfg.Window.String())
+	n.flows = fl
 	return nil
-}
-
-// openLogStream starts the upload of the flow log to a collector
-// ([LogStream]), with its disk buffer.
-func (n *Node) openLogStream(ls *wgconf.LogStream) (*logtail.Logger, error) {
-	priv, err := logtail.ParsePrivateID(ls.PrivateID)
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: [LogStream] PrivateID: %w", err)
-	}
-	cfg := logtail.Config{
-		BaseURL: ls.URL, Collection: ls.Collection, PrivateID: priv,
-		BufferDir: ls.BufferDir, MaxBuffer: ls.MaxBuffer,
-		Logger: n.log.With("component", "logtail"),
-	}
-	if ls.CopyID != "" {
-		c, err := logtail.ParsePrivateID(ls.CopyID)
-		if err != nil {
-			return nil, fmt.Errorf("sidecar: [LogStream] CopyID: %w", err)
-		}
-		cfg.CopyID = &c
-	}
-	if cfg.BufferDir == "" {
-		dir, err := os.UserCacheDir()
-		if err != nil {
-			dir = os.TempDir()
-		}
-		cfg.BufferDir = filepath.Join(dir, "wgsidecar", "logtail")
-	}
-	if n.opts.LogStreamFlush > 0 {
-		cfg.FlushInterval = n.opts.LogStreamFlush
-	}
-	l, err := logtail.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: [LogStream]: %w", err)
-	}
-	n.log.Info("log stream on", "collector", ls.URL, "collection", ls.Collection, "stream", priv.Public().String(), "buffer", cfg.BufferDir)
-	return l, nil
 }
 
 // shutdownFlowLog writes the last window; the tunnel must still be up.
@@ -127,11 +41,15 @@ func (n *Node) shutdownFlowLog() {
 }
 
 // NodeID is the flow-log node ID derived from a public key, used when the
-// file sets none: "n" and 16 hex digits of the key's SHA-256. It is stable
-// for a key and reveals nothing of it beyond what the public key does.
-func NodeID(pub wgconf.PublicKey) string {
-	sum := sha256.Sum256(pub[:])
-	return "n" + hex.EncodeToString(sum[:8])
+// file sets none (see netlog.NodeID).
+func NodeID(pub wgconf.PublicKey) string { return netlog.NodeID(pub) }
+
+// flowNodeID is the node's ID in its flow log.
+func (n *Node) flowNodeID() string {
+	if fl := n.cfg.FlowLog; fl != nil && fl.NodeID != "" {
+		return fl.NodeID
+	}
+	return NodeID(n.public)
 }
 
 // classRoutes is what classifies flows: this node's addresses and offered
@@ -157,21 +75,18 @@ func (n *Node) peerOfEndpoint(ep netip.AddrPort) netip.Addr {
 			return a
 		}
 	}
-	status, err := n.peerStatus()
+	status, err := n.deviceStatus()
 	if err != nil {
 		return netip.Addr{}
 	}
-	n.mu.Lock()
-	peers := n.peers
-	n.mu.Unlock()
 	m := map[netip.AddrPort]netip.Addr{}
 	if old := n.peerOf.Load(); old != nil {
 		for k, v := range *old {
 			m[k] = v
 		}
 	}
-	for _, p := range peers {
-		if st, ok := status[p.PublicKey]; ok && st.Endpoint.IsValid() {
+	for _, p := range n.PeerConfig() {
+		if st, ok := status.Peers[p.PublicKey]; ok && st.Endpoint.IsValid() {
 			m[st.Endpoint] = tunnelAddr(p)
 		}
 	}
@@ -214,26 +129,3 @@ func (n *Node) CutFlows(ctx context.Context) error {
 // Messages counts WireGuard handshake and keepalive messages this node's
 // socket sent and received since it started.
 func (n *Node) Messages() (sent, received wrap.MessageCounts) { return n.bind.Messages() }
-
-// teeSink writes every message to each of its sinks.
-type teeSink []netlog.Sink
-
-func (t teeSink) Write(ctx context.Context, m *netlog.Message) error {
-	var errs []error
-	for _, s := range t {
-		if err := s.Write(ctx, m); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func (t teeSink) Close() error {
-	var errs []error
-	for _, s := range t {
-		if err := s.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}

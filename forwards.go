@@ -248,10 +248,3 @@ func hostBind(addr string) string {
 	}
 	return net.JoinHostPort("127.0.0.1", port)
 }
-
-// closeAll closes cs in reverse order.
-func closeAll(cs []io.Closer) {
-	for i := len(cs) - 1; i >= 0; i-- {
-		cs[i].Close()
-	}
-}

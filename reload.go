@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 
+	"github.com/wgsidecar/sidecar/devconf"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -49,7 +50,7 @@ func (n *Node) Reload(cfg *wgconf.Config) (Changes, error) {
 		return Changes{}, errClosed
 	}
 	ch := Changes{NeedRestart: needRestart(n.cfg, cfg)}
-	ch.PeersAdded, ch.PeersRemoved, ch.PeersChanged = peerDiff(old, cfg.Peers)
+	ch.PeersAdded, ch.PeersRemoved, ch.PeersChanged = devconf.Count(old, cfg.Peers)
 	if err := n.setPeers(cfg.Peers, true); err != nil {
 		n.log.Error("reload failed", "err", err)
 		return ch, err
@@ -81,25 +82,6 @@ func (n *Node) ReloadFile() (Changes, error) {
 		return Changes{}, err
 	}
 	return n.Reload(cfg)
-}
-
-// peerDiff counts the peers of now that are new, gone or changed from was.
-func peerDiff(was, now []wgconf.Peer) (added, removed, changed int) {
-	old := make(map[wgconf.PublicKey]wgconf.Peer, len(was))
-	for _, p := range was {
-		old[p.PublicKey] = p
-	}
-	for _, p := range now {
-		prev, ok := old[p.PublicKey]
-		switch {
-		case !ok:
-			added++
-		case !peerEqual(prev, p):
-			changed++
-		}
-		delete(old, p.PublicKey)
-	}
-	return added, len(old), changed
 }
 
 // needRestart names the sections that differ between the running

@@ -16,13 +16,10 @@
 package sidecar
 
 import (
-	"bufio"
 	"cmp"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,12 +34,14 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/wgsidecar/sidecar/logtail"
+	"github.com/wgsidecar/sidecar/devconf"
+	"github.com/wgsidecar/sidecar/metrics"
 	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/resolver"
 	"github.com/wgsidecar/sidecar/udpbind"
+	"github.com/wgsidecar/sidecar/watchdog"
 	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wrap"
 )
@@ -88,6 +87,11 @@ type Options struct {
 var errClosed = errors.New("sidecar: node closed")
 
 // Node is one running sidecar. Its methods are safe for concurrent use.
+//
+// The node owns the WireGuard device and the stack and wires each feature
+// in through its own package: the flow log (netlog), the proxies and
+// forwards (forward), the watchdog (watchdog), the monitor's taps
+// (monitor), the control socket (control) and the metrics (metrics).
 type Node struct {
 	cfg    *wgconf.Config // the configuration it runs; never modified
 	log    *slog.Logger
@@ -96,33 +100,28 @@ type Node struct {
 	dev    *device.Device
 	tun    *wrap.TUN  // counts the virtual layer
 	bind   *wrap.Bind // counts the physical layer
-	flows  *netlog.Logger
-	peerOf atomic.Pointer[map[netip.AddrPort]netip.Addr] // endpoint -> peer tunnel address, for the flow log
-	dns    *resolver.Resolver                            // nil when the file sets no DNS servers
+	dns    *resolver.Resolver
 	public wgconf.PublicKey
 
-	reloadMu sync.Mutex // serialises Reload
+	flows            *netlog.NodeLog // nil when flow logging is off
+	mon              monitor.Monitor
+	fwd              forwards           // proxies and forwards (forwards.go)
+	dog              *watchdog.Watchdog // nil until started
+	reg              metrics.Registry
+	ctl              nodeControl                                   // control socket and metrics listener (control_node.go)
+	peerOf           atomic.Pointer[map[netip.AddrPort]netip.Addr] // endpoint -> peer tunnel address, for the flow log
+	routed           atomic.Pointer[device.AllowedIPs]             // the peers' AllowedIPs, for the monitor's no-peer drops
+	queueDropsLogged uint64                                        // owned by the watchdog's tick
+
+	reloadMu sync.Mutex // serialises Reload and SetPeers
 
 	mu      sync.Mutex
 	peers   []wgconf.Peer // current peers
 	started time.Time
 	closed  bool
 
-	closers          []io.Closer // control socket, metrics; closed in reverse order
-	fwd              forwards    // proxies and forwards (forwards.go)
-	mon              monitor.Monitor
-	queueDropsLogged uint64 // owned by reresolveLoop
-	// logStream is the flow log's log stream ([LogStream]); nil when off.
-	logStream *logtail.Logger
-
-	ctl nodeControl // control socket, metrics and what they report (control_node.go)
-	dog watchdog    // watchdog.go
-
 	httpOnce   sync.Once
 	httpClient *http.Client
-
-	stop chan struct{}
-	wg   sync.WaitGroup
 }
 
 // Start brings a node up: the stack with the file's addresses, the
@@ -135,23 +134,29 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	n := &Node{
-		cfg:    cfg,
-		log:    log,
-		opts:   opts,
-		public: cfg.Interface.PrivateKey.Public(),
-		stop:   make(chan struct{}),
-	}
+	n := &Node{cfg: cfg, log: cmp.Or(opts.Logger, slog.Default()), opts: opts, public: cfg.Interface.PrivateKey.Public()}
 	for _, w := range cfg.Warnings {
-		log.Warn(w.Msg, "file", w.File, "line", w.Line, "key", w.Key)
+		n.log.Warn(w.Msg, "file", w.File, "line", w.Line, "key", w.Key)
 	}
 	for _, section := range inactiveSections(cfg) {
-		log.Warn("section accepted but not served by this version", "section", section)
+		n.log.Warn("section accepted but not served by this version", "section", section)
 	}
+	if err := n.startDevice(); err != nil {
+		return nil, err
+	}
+	if err := n.startFeatures(); err != nil {
+		n.release()
+		return nil, err
+	}
+	n.log.Info("sidecar up", "public_key", n.public.String(), "listen_port", n.ListenPort(), "peers", len(cfg.Peers))
+	return n, nil
+}
+
+// startDevice makes the stack and the WireGuard device over it, with the
+// counting wrappers and the monitor's taps between them, and brings the
+// device up with its peers.
+func (n *Node) startDevice() error {
+	cfg := n.cfg
 	var addrs []netip.Addr
 	for _, p := range cfg.Interface.Addresses {
 		addrs = append(addrs, p.Addr())
@@ -164,58 +169,67 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 		Promiscuous: cfg.Serve != nil && (len(cfg.Serve.Subnets) > 0 || cfg.Serve.Exit),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("sidecar: %w", err)
+		return fmt.Errorf("sidecar: %w", err)
 	}
 	n.stack = st
 	if len(cfg.Interface.DNS) > 0 {
 		n.dns = &resolver.Resolver{Servers: cfg.Interface.DNS, Search: cfg.Interface.DNSSearch, Dial: st.DialContext}
 	}
 	var tunDev tun.Device = st.Device()
-	if opts.WrapTUN != nil {
-		tunDev = opts.WrapTUN(tunDev)
+	if n.opts.WrapTUN != nil {
+		tunDev = n.opts.WrapTUN(tunDev)
 	}
-	tunDev = traceTUN{Device: tunDev, n: n}
-	st.SetDropObserver(dropObserver{&n.mon})
-	n.tun = wrap.NewTUN(tunDev)
-	n.bind = wrap.NewBind(&traceBind{Bind: udpbind.New(), mon: &n.mon})
-	n.dev = device.NewDevice(n.tun, n.bind, deviceLogger(log, &n.mon))
-
-	// On failure, undo what was started; each step is a no-op when its
-	// part never started.
-	fail := func(err error) (*Node, error) {
+	monitor.ObserveStack(st, &n.mon)
+	n.tun = wrap.NewTUN(monitor.TapTUN(tunDev, &n.mon, n.isRouted))
+	n.bind = wrap.NewBind(monitor.TapBind(udpbind.New(), &n.mon))
+	n.dev = device.NewDevice(n.tun, n.bind, monitor.DeviceLogger(n.log, &n.mon))
+	if err := n.dev.IpcSet(devconf.Interface(cfg.Interface.PrivateKey, cfg.Interface.ListenPort)); err != nil {
 		n.release()
-		return nil, err
-	}
-	if err := n.dev.IpcSet(n.interfaceUAPI()); err != nil {
-		return fail(fmt.Errorf("sidecar: configure device: %w", err))
+		return fmt.Errorf("sidecar: configure device: %w", err)
 	}
 	if err := n.dev.Up(); err != nil {
-		return fail(fmt.Errorf("sidecar: bring device up: %w", err))
+		n.release()
+		return fmt.Errorf("sidecar: bring device up: %w", err)
 	}
 	if err := n.setPeers(cfg.Peers, true); err != nil {
-		return fail(err)
+		n.release()
+		return err
 	}
+	return nil
+}
+
+// startFeatures starts what the file asks for beyond the device: the flow
+// log, the proxies and forwards, the control socket, the metrics and the
+// watchdog. On error the caller releases the node.
+func (n *Node) startFeatures() error {
 	if err := n.startFlowLog(); err != nil {
-		return fail(err)
+		return err
 	}
 	if err := n.startForwards(); err != nil {
-		return fail(err)
+		return err
 	}
+	n.mu.Lock()
 	n.started = time.Now()
+	n.mu.Unlock()
+	n.registerMetrics()
 	if err := n.startControl(); err != nil {
-		return fail(err)
+		return err
 	}
 	if err := n.startMetrics(); err != nil {
-		return fail(err)
+		return err
 	}
-	n.wg.Add(1)
-	go n.reresolveLoop()
-	if opts.Watchdog >= 0 {
-		n.wg.Add(1)
-		go n.watchdogLoop(cmp.Or(opts.Watchdog, DefaultWatchdog))
-	}
-	log.Info("sidecar up", "public_key", n.public.String(), "listen_port", n.ListenPort(), "peers", len(cfg.Peers))
-	return n, nil
+	n.dog = watchdog.Start(dogNode{n}, watchdog.Config{
+		Timeout: n.opts.Watchdog, Stale: n.opts.StaleHandshake, Tick: n.reportQueueDrops, Log: n.log,
+	})
+	n.dog.RegisterMetrics(&n.reg)
+	return nil
+}
+
+// isRouted reports whether a peer's AllowedIPs cover the address dst (the
+// monitor's question for packets leaving the stack).
+func (n *Node) isRouted(dst []byte) bool {
+	t := n.routed.Load()
+	return t != nil && t.Lookup(dst) != nil
 }
 
 // inactiveSections names the sections of cfg that this version parses but
@@ -223,13 +237,12 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 // them silently.
 func inactiveSections(cfg *wgconf.Config) []string {
 	var out []string
-	add := func(present bool, name string) {
-		if present {
-			out = append(out, name)
-		}
+	if len(cfg.SNI) > 0 {
+		out = append(out, "[SNI]")
 	}
-	add(len(cfg.SNI) > 0, "[SNI]")
-	add(len(cfg.Interface.CheckAlive) > 0, "[Interface] CheckAlive")
+	if len(cfg.Interface.CheckAlive) > 0 {
+		out = append(out, "[Interface] CheckAlive")
+	}
 	return out
 }
 
@@ -249,192 +262,10 @@ func routesOf(own []netip.Prefix, peers []wgconf.Peer) []netip.Prefix {
 	return routes
 }
 
-// deviceLogger logs wireguard-go's messages (its verbose ones at debug
-// level) and passes those about dropped packets to the monitor.
-func deviceLogger(log *slog.Logger, mon *monitor.Monitor) *device.Logger {
-	wg := log.With("component", "wireguard")
-	return &device.Logger{
-		Verbosef: func(format string, args ...any) {
-			deviceDrops(mon, format, args)
-			if wg.Enabled(context.Background(), slog.LevelDebug) {
-				wg.Debug(fmt.Sprintf(format, args...))
-			}
-		},
-		Errorf: func(format string, args ...any) { wg.Error(fmt.Sprintf(format, args...)) },
-	}
-}
-
-func (n *Node) interfaceUAPI() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "private_key=%s\n", n.cfg.Interface.PrivateKey.Hex())
-	fmt.Fprintf(&b, "listen_port=%d\n", n.cfg.Interface.ListenPort)
-	return b.String()
-}
-
-// SetPeers makes peers the node's peer list, applying only the
-// difference: peers no longer listed are removed, new ones added, and of a
-// changed peer only what changed is updated, so untouched peers (and a
-// changed peer's session) carry on. Endpoint host names are resolved on the
-// host network; a name that does not resolve yet is logged and tried again
-// later. Handshakes with new peers happen on first traffic.
-func (n *Node) SetPeers(peers []wgconf.Peer) error {
-	n.reloadMu.Lock()
-	defer n.reloadMu.Unlock()
-	return n.setPeers(peers, false)
-}
-
-// setPeers configures peers; with announce, a handshake with every new
-// peer that has an endpoint starts at once, so that peers learn of a
-// (re)started node without waiting for their own rekey timers.
-func (n *Node) setPeers(peers []wgconf.Peer, announce bool) error {
-	n.mu.Lock()
-	old := make(map[wgconf.PublicKey]wgconf.Peer, len(n.peers))
-	for _, p := range n.peers {
-		old[p.PublicKey] = p
-	}
-	n.mu.Unlock()
-	seen := make(map[wgconf.PublicKey]bool, len(peers))
-	var b, restore strings.Builder
-	for _, p := range peers {
-		if seen[p.PublicKey] {
-			return fmt.Errorf("sidecar: peer %s listed twice", p.PublicKey)
-		}
-		seen[p.PublicKey] = true
-		prev, existed := old[p.PublicKey]
-		if existed && peerEqual(prev, p) {
-			continue // untouched: its session carries on
-		}
-		fmt.Fprintf(&b, "public_key=%s\n", p.PublicKey.Hex())
-		if existed {
-			b.WriteString("update_only=true\n")
-		}
-		if !existed || prev.PresharedKey != p.PresharedKey {
-			fmt.Fprintf(&b, "preshared_key=%s\n", p.PresharedKey.Hex())
-		}
-		if !existed || !slices.Equal(prev.AllowedIPs, p.AllowedIPs) {
-			b.WriteString("replace_allowed_ips=true\n")
-			for _, a := range p.AllowedIPs {
-				fmt.Fprintf(&b, "allowed_ip=%s\n", a.Masked())
-			}
-		}
-		if p.Endpoint != "" && (!existed || prev.Endpoint != p.Endpoint) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			ep, err := n.resolveEndpoint(ctx, p.Endpoint)
-			cancel()
-			if err != nil {
-				n.log.Warn("peer endpoint does not resolve yet; will retry", "peer", p.PublicKey.String(), "endpoint", p.Endpoint, "err", err)
-			} else {
-				fmt.Fprintf(&b, "endpoint=%s\n", ep)
-			}
-		}
-		keepalive := p.PersistentKeepalive
-		if announce && !existed && p.Endpoint != "" {
-			// Switching keepalive on makes wireguard-go send one at
-			// once, which starts a handshake; it is switched back
-			// off below when the file does not ask for it.
-			keepalive = max(keepalive, 1)
-		}
-		if !existed || prev.PersistentKeepalive != p.PersistentKeepalive || keepalive != p.PersistentKeepalive {
-			fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", keepalive)
-		}
-		if keepalive != p.PersistentKeepalive {
-			fmt.Fprintf(&restore, "public_key=%s\nupdate_only=true\npersistent_keepalive_interval=0\n", p.PublicKey.Hex())
-		}
-	}
-	for key := range old {
-		if !seen[key] {
-			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", key.Hex())
-		}
-	}
-	if b.Len() > 0 {
-		if err := n.dev.IpcSet(b.String()); err != nil {
-			return fmt.Errorf("sidecar: configure peers: %w", err)
-		}
-	}
-	if restore.Len() > 0 {
-		if err := n.dev.IpcSet(restore.String()); err != nil {
-			return fmt.Errorf("sidecar: configure peers: %w", err)
-		}
-	}
-	n.mu.Lock()
-	n.peers = append([]wgconf.Peer(nil), peers...)
-	n.mu.Unlock()
-	n.stack.SetRoutes(routesOf(n.cfg.Interface.Addresses, peers))
-	if n.flows != nil {
-		n.flows.ReconfigRoutes(n.classRoutes(peers))
-	}
-	return nil
-}
-
-func peerEqual(a, b wgconf.Peer) bool {
-	return a.PublicKey == b.PublicKey && a.PresharedKey == b.PresharedKey && slices.Equal(a.AllowedIPs, b.AllowedIPs) &&
-		a.Endpoint == b.Endpoint && a.PersistentKeepalive == b.PersistentKeepalive
-}
-
-// resolveEndpoint turns "host:port" into an address and port, resolving a
-// host name on the host network. IPv4 is preferred when both are offered.
-func (n *Node) resolveEndpoint(ctx context.Context, endpoint string) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(endpoint); err == nil {
-		return ap, nil
-	}
-	host, portStr, err := net.SplitHostPort(endpoint)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("bad port in endpoint %q", endpoint)
-	}
-	lookup := n.opts.LookupEndpoint
-	if lookup == nil {
-		lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
-			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		}
-	}
-	addrs, err := lookup(ctx, host)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	if len(addrs) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("endpoint %q: no addresses", endpoint)
-	}
-	best := addrs[0]
-	for _, a := range addrs {
-		if a.Unmap().Is4() {
-			best = a
-			break
-		}
-	}
-	return netip.AddrPortFrom(best.Unmap(), uint16(port)), nil
-}
-
-// reresolveLoop resolves host-name endpoints again for peers whose last
-// handshake is older than StaleHandshake (or who never had one), as
-// wg-quick's reresolve-dns script does, so a peer whose name moves to
-// another address is followed.
-func (n *Node) reresolveLoop() {
-	defer n.wg.Done()
-	stale := n.opts.StaleHandshake
-	if stale == 0 {
-		stale = 135 * time.Second
-	}
-	interval := min(stale/4, 10*time.Second)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-		}
-		n.reresolveStale(stale)
-		n.reportQueueDrops()
-	}
-}
-
 // reportQueueDrops logs the packets dropped because the queue to the
 // tunnel device was full since the last report (the bound that keeps a
-// stalled device from holding unbounded memory).
+// stalled device from holding unbounded memory). The watchdog's loop calls
+// it.
 func (n *Node) reportQueueDrops() {
 	d := n.stack.QueueDrops()
 	if d > n.queueDropsLogged {
@@ -442,134 +273,6 @@ func (n *Node) reportQueueDrops() {
 			"dropped", d-n.queueDropsLogged, "queue", 4096)
 		n.queueDropsLogged = d
 	}
-}
-
-func (n *Node) reresolveStale(stale time.Duration) {
-	n.mu.Lock()
-	peers := n.peers
-	started := n.started
-	n.mu.Unlock()
-	status, err := n.peerStatus()
-	if err != nil {
-		return
-	}
-	for _, p := range peers {
-		if p.Endpoint == "" {
-			continue
-		}
-		if _, err := netip.ParseAddrPort(p.Endpoint); err == nil {
-			continue // an IP literal never moves by name
-		}
-		last := status[p.PublicKey].LastHandshake
-		if last.IsZero() {
-			last = started
-		}
-		if time.Since(last) < stale {
-			continue
-		}
-		n.reresolvePeer(p, status[p.PublicKey].Endpoint)
-	}
-}
-
-// PeerConfig returns the peers the node is configured with now (the
-// file's, or the last SetPeers).
-func (n *Node) PeerConfig() []wgconf.Peer {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Clone(n.peers)
-}
-
-// PeerStatus is what the WireGuard device knows of one peer.
-type PeerStatus struct {
-	PublicKey     wgconf.PublicKey
-	Endpoint      netip.AddrPort
-	LastHandshake time.Time // zero if none yet
-	RxBytes       uint64
-	TxBytes       uint64
-}
-
-// Peers reports the device's view of every peer, in configuration order.
-func (n *Node) Peers() ([]PeerStatus, error) {
-	m, err := n.peerStatus()
-	if err != nil {
-		return nil, err
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]PeerStatus, 0, len(n.peers))
-	for _, p := range n.peers {
-		if s, ok := m[p.PublicKey]; ok {
-			out = append(out, s)
-		}
-	}
-	return out, nil
-}
-
-func (n *Node) peerStatus() (map[wgconf.PublicKey]PeerStatus, error) {
-	text, err := n.dev.IpcGet()
-	if err != nil {
-		return nil, err
-	}
-	out := map[wgconf.PublicKey]PeerStatus{}
-	var cur *PeerStatus
-	var sec, nsec int64
-	flush := func() {
-		if cur != nil {
-			if sec != 0 || nsec != 0 {
-				cur.LastHandshake = time.Unix(sec, nsec)
-			}
-			out[cur.PublicKey] = *cur
-		}
-	}
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), "=")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "public_key":
-			flush()
-			cur, sec, nsec = &PeerStatus{}, 0, 0
-			if raw, err := hex.DecodeString(v); err == nil && len(raw) == len(cur.PublicKey) {
-				copy(cur.PublicKey[:], raw)
-			}
-		case "endpoint":
-			if cur != nil {
-				cur.Endpoint, _ = netip.ParseAddrPort(v)
-			}
-		case "last_handshake_time_sec":
-			sec, _ = strconv.ParseInt(v, 10, 64)
-		case "last_handshake_time_nsec":
-			nsec, _ = strconv.ParseInt(v, 10, 64)
-		case "rx_bytes":
-			if cur != nil {
-				cur.RxBytes, _ = strconv.ParseUint(v, 10, 64)
-			}
-		case "tx_bytes":
-			if cur != nil {
-				cur.TxBytes, _ = strconv.ParseUint(v, 10, 64)
-			}
-		}
-	}
-	flush()
-	return out, nil
-}
-
-// ListenPort returns the UDP port WireGuard listens on (the one the OS
-// chose when the file sets none).
-func (n *Node) ListenPort() int {
-	text, err := n.dev.IpcGet()
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(line, "listen_port="); ok {
-			p, _ := strconv.Atoi(v)
-			return p
-		}
-	}
-	return 0
 }
 
 // PublicKey returns the node's public key.
@@ -584,6 +287,13 @@ func (n *Node) Config() *wgconf.Config { return n.cfg }
 
 // Stack returns the node's network stack, for forwarders and proxies.
 func (n *Node) Stack() *netstack.Stack { return n.stack }
+
+// Monitor returns the node's live event stream: packets passing from and
+// to the peers (the tunnel device) and from and to the network (the UDP
+// socket), packets dropped with their reasons, and the connections of the
+// proxies and forwards. Listening costs the packet path one atomic load
+// per batch while nobody listens.
+func (n *Node) Monitor() *monitor.Monitor { return &n.mon }
 
 // LookupNetIP resolves host through the tunnel's DNS servers when the file
 // sets any, and on the host otherwise. network is "ip", "ip4" or "ip6".
@@ -724,8 +434,6 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
-	close(n.stop)
-	n.wg.Wait()
 	n.httpOnce.Do(func() {}) // no client is made after Close
 	if n.httpClient != nil {
 		n.httpClient.CloseIdleConnections()
@@ -735,14 +443,20 @@ func (n *Node) Close() error {
 	return nil
 }
 
-// release stops what Start started, in reverse: metrics and control
-// socket; forwards and proxies; the flow log (writing its last window while the
-// tunnel is still up); the WireGuard device with its socket and tun
-// device; the stack.
+// release stops what Start started, in reverse: the watchdog; metrics
+// and control socket; forwards and proxies; the flow log (writing its
+// last window while the tunnel is still up); the WireGuard device with its
+// socket and tun device; the stack. Each step is a no-op when its part
+// never started.
 func (n *Node) release() {
-	closeAll(n.closers)
+	if n.dog != nil {
+		n.dog.Close()
+	}
+	n.ctl.close()
 	n.closeForwards()
 	n.shutdownFlowLog()
-	n.dev.Close() // closes the bind and the tun device
+	if n.dev != nil {
+		n.dev.Close() // closes the bind and the tun device
+	}
 	n.stack.Close()
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -166,5 +167,44 @@ func TestRegistryGathersInOrder(t *testing.T) {
 	}
 	if got := r.Gather()[0].Samples[0].Value; got != 2 {
 		t.Errorf("second gather: a_total = %v, want 2 (collectors run on every gather)", got)
+	}
+}
+
+func TestServe(t *testing.T) {
+	var r Registry
+	r.Register(func() []Family { f := Family{Name: "up", Type: Gauge}; f.Add(1); return []Family{f} })
+	reason := "no handshake"
+	var mu sync.Mutex
+	s, err := Serve("127.0.0.1:0", &r, func() string { mu.Lock(); defer mu.Unlock(); return reason })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + s.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "\nup 1\n") {
+		t.Errorf("/metrics: %d %q", code, body)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "not ready: no handshake") {
+		t.Errorf("/readyz while not ready: %d %q", code, body)
+	}
+	mu.Lock()
+	reason = ""
+	mu.Unlock()
+	if code, _ := get("/readyz"); code != 200 {
+		t.Errorf("/readyz when ready: %d", code)
+	}
+	if code, _ := get("/nothing"); code != 404 {
+		t.Errorf("/nothing: %d", code)
 	}
 }

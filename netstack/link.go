@@ -51,6 +51,9 @@ type link struct {
 	// WritePackets refuses because the queue is full (the stack counts
 	// them).
 	refused func(Drop, *stack.PacketBuffer)
+	// screen, if set, sees every batch from the tunnel before delivery
+	// (the stack's screenInbound).
+	screen func(bufs [][]byte, offset int)
 
 	// pending is a large TCP segment that Read has written out in part,
 	// from its pendingNext-th packet on; only Read's goroutine uses them.
@@ -290,6 +293,9 @@ func (l *link) write(bufs [][]byte, offset int) (int, error) {
 	l.dmu.RUnlock()
 	if d == nil {
 		return 0, os.ErrClosed
+	}
+	if l.screen != nil {
+		l.screen(bufs, offset)
 	}
 	if n := deliverBatch(d, bufs, offset); n < len(bufs) {
 		return n, syscall.EAFNOSUPPORT

@@ -113,6 +113,7 @@ func New(opts Options) (*Stack, error) {
 	})
 	ns := &Stack{s: s, link: newLink(mtu)}
 	ns.link.refused = ns.observeDrop
+	ns.link.screen = ns.screenInbound
 	if err := tuneTCP(s); err != nil {
 		s.Close()
 		return nil, err

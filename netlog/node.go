@@ -1,0 +1,226 @@
+package netlog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/wgsidecar/sidecar/classify"
+	"github.com/wgsidecar/sidecar/logtail"
+	"github.com/wgsidecar/sidecar/metrics"
+	"github.com/wgsidecar/sidecar/wgconf"
+)
+
+// NodeConfig is what a node's flow log is made from: its file's
+// [FlowLog] and [LogStream] sections and what the node knows.
+type NodeConfig struct {
+	FlowLog   *wgconf.FlowLog   // nil: no [FlowLog] section
+	LogStream *wgconf.LogStream // nil: no upload
+	// Extra, if set, receives the flow log too and turns it on by itself
+	// (the embedding API's Options.FlowSink).
+	Extra Sink
+	// KeepLatest keeps the latest window's messages for Latest (the
+	// control socket's flows).
+	KeepLatest bool
+	// NodeID is used when [FlowLog] sets none.
+	NodeID string
+	Routes classify.Routes
+	PeerOf func(netip.AddrPort) netip.Addr
+	// StreamFlush is how long an entry may wait before its upload;
+	// logtail's default when zero.
+	StreamFlush time.Duration
+	Log         *slog.Logger
+}
+
+// NodeLog is the flow log of one node, as its configuration asks: the
+// Logger over the node's two counting wrappers, its sinks (an NDJSON file
+// or stdout, the log stream to a collector, the embedder's sink) and the
+// record of recent windows. Its methods are safe for concurrent use.
+type NodeLog struct {
+	*Logger
+	window time.Duration
+	stream *logtail.Logger // nil without [LogStream]
+	recent *Recent
+}
+
+// NodeID is the flow-log node ID derived from a public key, used when the
+// file sets none: "n" and 16 hex digits of the key's SHA-256. It is stable
+// for a key and reveals nothing of it beyond what the public key does.
+func NodeID(pub wgconf.PublicKey) string {
+	sum := sha256.Sum256(pub[:])
+	return "n" + hex.EncodeToString(sum[:8])
+}
+
+// StartNode starts the flow log of a node over its virtual (tun) and
+// physical (sock) counting wrappers. It returns nil, nil when the
+// configuration asks for no flow log, or asks for one with no output
+// (logged as a warning).
+func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
+	fl := c.FlowLog
+	if fl == nil && c.Extra == nil && c.LogStream == nil {
+		return nil, nil
+	}
+	nl := &NodeLog{Logger: &Logger{}, window: DefaultWindow, recent: &Recent{Keep: c.KeepLatest}}
+	sinks, err := nl.sinks(c)
+	if err != nil {
+		closeSinks(sinks)
+		return nil, err
+	}
+	if len(sinks) == 0 {
+		c.Log.Warn("flow log has no output: set [FlowLog] Output or [LogStream]")
+		return nil, nil
+	}
+	// Added last, the record of recent windows never turns the flow log
+	// on by itself.
+	sinks = append(sinks, nl.recent)
+	cfg := Config{NodeID: c.NodeID, Sink: Tee(sinks), Routes: c.Routes, PeerOf: c.PeerOf,
+		OnError: func(err error) { c.Log.Warn("flow log", "err", err) }}
+	if fl != nil {
+		cfg.Window, cfg.LogExitFlows = fl.Window, fl.LogExitFlows
+		if fl.NodeID != "" {
+			cfg.NodeID = fl.NodeID
+		}
+		if fl.Window > 0 {
+			nl.window = fl.Window
+		}
+	}
+	if err := nl.Startup(cfg, tun, sock); err != nil {
+		cfg.Sink.Close()
+		return nil, fmt.Errorf("sidecar: flow log: %w", err)
+	}
+	c.Log.Info("flow log on", "node_id", cfg.NodeID, "window", nl.window.String())
+	return nl, nil
+}
+
+// sinks opens the outputs the configuration names.
+func (nl *NodeLog) sinks(c NodeConfig) ([]Sink, error) {
+	var sinks []Sink
+	if c.Extra != nil {
+		sinks = append(sinks, c.Extra)
+	}
+	if c.LogStream != nil {
+		stream, err := openStream(c.LogStream, c.StreamFlush, c.Log)
+		if err != nil {
+			return sinks, err
+		}
+		nl.stream = stream
+		sinks = append(sinks, NewStreamSink(stream, 5*time.Second))
+	}
+	if fl := c.FlowLog; fl != nil {
+		switch fl.Output {
+		case "":
+		case "-":
+			sinks = append(sinks, NewNDJSONSink(os.Stdout))
+		default:
+			fs, err := NewFileSink(fl.Output)
+			if err != nil {
+				return sinks, fmt.Errorf("sidecar: flow log: %w", err)
+			}
+			sinks = append(sinks, fs)
+		}
+	}
+	return sinks, nil
+}
+
+func closeSinks(sinks []Sink) {
+	for _, s := range sinks {
+		s.Close()
+	}
+}
+
+// openStream starts the upload of the flow log to a collector
+// ([LogStream]), with its disk buffer.
+func openStream(ls *wgconf.LogStream, flush time.Duration, log *slog.Logger) (*logtail.Logger, error) {
+	priv, err := logtail.ParsePrivateID(ls.PrivateID)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: [LogStream] PrivateID: %w", err)
+	}
+	cfg := logtail.Config{
+		BaseURL: ls.URL, Collection: ls.Collection, PrivateID: priv,
+		BufferDir: ls.BufferDir, MaxBuffer: ls.MaxBuffer, FlushInterval: flush,
+		Logger: log.With("component", "logtail"),
+	}
+	if ls.CopyID != "" {
+		c, err := logtail.ParsePrivateID(ls.CopyID)
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: [LogStream] CopyID: %w", err)
+		}
+		cfg.CopyID = &c
+	}
+	if cfg.BufferDir == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			dir = os.TempDir()
+		}
+		cfg.BufferDir = filepath.Join(dir, "wgsidecar", "logtail")
+	}
+	l, err := logtail.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: [LogStream]: %w", err)
+	}
+	log.Info("log stream on", "collector", ls.URL, "collection", ls.Collection, "stream", priv.Public().String(), "buffer", cfg.BufferDir)
+	return l, nil
+}
+
+// Window is the length of the flow log's windows.
+func (nl *NodeLog) Window() time.Duration { return nl.window }
+
+// Recent is the record of the windows written so far.
+func (nl *NodeLog) Recent() *Recent { return nl.recent }
+
+// Shutdown writes the last window and closes the sinks (the log stream
+// flushes what it can before ctx ends); the counting wrappers must still
+// see traffic until it returns.
+func (nl *NodeLog) Shutdown(ctx context.Context) error { return nl.Logger.Shutdown(ctx) }
+
+// RegisterMetrics registers the flow log's and its log stream's counters
+// on r.
+func (nl *NodeLog) RegisterMetrics(r *metrics.Registry) {
+	r.Register(func() []metrics.Family {
+		windows, messages := nl.recent.Counts()
+		w := metrics.Family{Name: "wgsidecar_flowlog_windows_total", Type: metrics.Counter, Help: "Flow-log windows with traffic written (empty windows write nothing)."}
+		w.Add(float64(windows))
+		m := metrics.Family{Name: "wgsidecar_flowlog_messages_total", Type: metrics.Counter, Help: "Flow-log messages written (a large window is split into several)."}
+		m.Add(float64(messages))
+		e := metrics.Family{Name: "wgsidecar_flowlog_early_cuts_total", Type: metrics.Counter, Help: "Flow-log windows cut before their time because a flow table filled up."}
+		e.Add(float64(nl.EarlyCuts()))
+		size := metrics.Family{Name: "wgsidecar_flowlog_window_flows", Type: metrics.Gauge, Help: "Flows in the current flow-log window so far (the size of its flow tables), by layer."}
+		v, p := nl.Flows()
+		size.Add(float64(v), "layer", "virtual")
+		size.Add(float64(p), "layer", "physical")
+		return []metrics.Family{w, m, e, size}
+	})
+	if nl.stream != nil {
+		nl.stream.RegisterMetrics(r)
+	}
+}
+
+// Tee is a sink that writes every message to each of its sinks.
+type Tee []Sink
+
+func (t Tee) Write(ctx context.Context, m *Message) error {
+	var errs []error
+	for _, s := range t {
+		if err := s.Write(ctx, m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (t Tee) Close() error {
+	var errs []error
+	for _, s := range t {
+		if err := s.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
