@@ -17,6 +17,14 @@ import (
 func (c *Config) Marshal() []byte {
 	w := &writer{}
 	w.wgQuick(c, true)
+	w.wireproxy(c)
+	w.sidecar(c)
+	return w.buf.Bytes()
+}
+
+// wireproxy writes the sections wireproxy defines, in its order: the
+// proxies, then the tunnels, then [Resolve].
+func (w *writer) wireproxy(c *Config) {
 	for _, s := range c.Socks5 {
 		w.section("Socks5")
 		w.kv("BindAddress", s.BindAddress)
@@ -59,6 +67,11 @@ func (c *Config) Marshal() []byte {
 		w.section("Resolve")
 		w.kv("ResolveStrategy", orDefault(r.ResolveStrategy, DefaultResolveStrategy))
 	}
+}
+
+// sidecar writes the sections of our own that wireproxy has none for,
+// with their defaults written out.
+func (w *writer) sidecar(c *Config) {
 	for _, t := range c.UDPServerTunnels {
 		w.section("UDPServerTunnel")
 		w.int("ListenPort", t.ListenPort)
@@ -102,7 +115,6 @@ func (c *Config) Marshal() []byte {
 		w.section("Metrics")
 		w.kv("BindAddress", orDefault(m.BindAddress, DefaultMetricsAddress))
 	}
-	return w.buf.Bytes()
 }
 
 // WGQuick writes only [Interface] and [Peer] in wg-quick(8) syntax, with
