@@ -89,6 +89,8 @@ func packetAddrs(pkt []byte) (src, dst netip.Addr) {
 	return
 }
 
+// dissect reads pkt's IP header and then, unless the packet ends or is a
+// non-first fragment before it, its transport header.
 func dissect(pkt []byte) dissection {
 	var d dissection
 	if len(pkt) == 0 {
@@ -96,73 +98,84 @@ func dissect(pkt []byte) dissection {
 		return d
 	}
 	var l4 []byte
+	var ok bool
 	switch v := pkt[0] >> 4; v {
 	case 4:
-		d.version = 4
-		if len(pkt) < header.IPv4MinimumSize {
-			d.err = fmt.Sprintf("truncated ipv4 header (%d bytes)", len(pkt))
-			return d
-		}
-		ip := header.IPv4(pkt)
-		d.src, d.dst = packetAddrs(pkt)
-		hl := int(ip.HeaderLength())
-		if hl < header.IPv4MinimumSize || hl > len(pkt) {
-			d.err = fmt.Sprintf("bad ipv4 header length %d", hl)
-			return d
-		}
-		d.ipHeader = pkt[:hl]
-		end := len(pkt)
-		if tl := int(ip.TotalLength()); tl >= hl && tl < end {
-			end = tl // ignore trailing padding
-		}
-		d.setProto(ip.Protocol())
-		l4 = pkt[hl:end]
-		if ip.FragmentOffset() != 0 {
-			d.fragment = true
-			d.payloadLen = len(l4)
-			return d
-		}
+		l4, ok = d.ipv4(pkt)
 	case 6:
-		d.version = 6
-		if len(pkt) < header.IPv6MinimumSize {
-			d.err = fmt.Sprintf("truncated ipv6 header (%d bytes)", len(pkt))
-			return d
-		}
-		ip := header.IPv6(pkt)
-		d.src, d.dst = packetAddrs(pkt)
-		d.ipHeader = pkt[:header.IPv6MinimumSize]
-		end := len(pkt)
-		if pl := header.IPv6MinimumSize + int(ip.PayloadLength()); pl < end {
-			end = pl
-		}
-		d.setProto(ip.NextHeader())
-		l4 = pkt[header.IPv6MinimumSize:end]
+		l4, ok = d.ipv6(pkt)
 	default:
 		d.err = fmt.Sprintf("unknown ip version %d", v)
-		return d
 	}
+	if ok {
+		d.transport(l4)
+	}
+	return d
+}
 
+// ipv4 reads an IPv4 header into d and returns the transport bytes it
+// carries (trailing padding cut off by the total length). ok is false if
+// there is no transport header to read: the IP header is malformed, or the
+// packet is a non-first fragment.
+func (d *dissection) ipv4(pkt []byte) (l4 []byte, ok bool) {
+	d.version = 4
+	if len(pkt) < header.IPv4MinimumSize {
+		d.err = fmt.Sprintf("truncated ipv4 header (%d bytes)", len(pkt))
+		return nil, false
+	}
+	ip := header.IPv4(pkt)
+	d.src, d.dst = packetAddrs(pkt)
+	hl := int(ip.HeaderLength())
+	if hl < header.IPv4MinimumSize || hl > len(pkt) {
+		d.err = fmt.Sprintf("bad ipv4 header length %d", hl)
+		return nil, false
+	}
+	d.ipHeader = pkt[:hl]
+	end := len(pkt)
+	if tl := int(ip.TotalLength()); tl >= hl && tl < end {
+		end = tl // ignore trailing padding
+	}
+	d.setProto(ip.Protocol())
+	l4 = pkt[hl:end]
+	if ip.FragmentOffset() != 0 {
+		d.fragment = true
+		d.payloadLen = len(l4)
+		return nil, false
+	}
+	return l4, true
+}
+
+// ipv6 reads an IPv6 header into d and returns the bytes after it (cut
+// off by the payload length); ok is false if the header is truncated.
+// Extension headers are not followed: the next header is the protocol.
+func (d *dissection) ipv6(pkt []byte) (l4 []byte, ok bool) {
+	d.version = 6
+	if len(pkt) < header.IPv6MinimumSize {
+		d.err = fmt.Sprintf("truncated ipv6 header (%d bytes)", len(pkt))
+		return nil, false
+	}
+	ip := header.IPv6(pkt)
+	d.src, d.dst = packetAddrs(pkt)
+	d.ipHeader = pkt[:header.IPv6MinimumSize]
+	end := len(pkt)
+	if pl := header.IPv6MinimumSize + int(ip.PayloadLength()); pl < end {
+		end = pl
+	}
+	d.setProto(ip.NextHeader())
+	return pkt[header.IPv6MinimumSize:end], true
+}
+
+// transport reads the transport header in l4 for d's protocol: ports,
+// TCP flags, the ICMP message, the payload length and, in UDP, a
+// WireGuard message. Any other protocol is all payload.
+func (d *dissection) transport(l4 []byte) {
 	switch d.proto {
 	case uint8(header.TCPProtocolNumber):
-		if len(l4) < header.TCPMinimumSize {
-			d.err = fmt.Sprintf("truncated tcp header (%d bytes)", len(l4))
-			return d
-		}
-		t := header.TCP(l4)
-		d.hasPorts, d.sport, d.dport = true, t.SourcePort(), t.DestinationPort()
-		d.tcpFlags = tcpFlags(t.Flags())
-		off := int(t.DataOffset())
-		if off < header.TCPMinimumSize || off > len(l4) {
-			d.err = fmt.Sprintf("bad tcp data offset %d", off)
-			d.l4Header = l4[:header.TCPMinimumSize]
-			return d
-		}
-		d.l4Header = l4[:off]
-		d.payloadLen = len(l4) - off
+		d.tcp(l4)
 	case uint8(header.UDPProtocolNumber):
 		if len(l4) < header.UDPMinimumSize {
 			d.err = fmt.Sprintf("truncated udp header (%d bytes)", len(l4))
-			return d
+			return
 		}
 		u := header.UDP(l4)
 		d.hasPorts, d.sport, d.dport = true, u.SourcePort(), u.DestinationPort()
@@ -172,7 +185,7 @@ func dissect(pkt []byte) dissection {
 	case uint8(header.ICMPv4ProtocolNumber):
 		if d.version != 4 || len(l4) < header.ICMPv4MinimumSize {
 			d.err = fmt.Sprintf("truncated icmp header (%d bytes)", len(l4))
-			return d
+			return
 		}
 		c := header.ICMPv4(l4)
 		d.l4Header = l4[:header.ICMPv4MinimumSize]
@@ -184,7 +197,7 @@ func dissect(pkt []byte) dissection {
 	case uint8(header.ICMPv6ProtocolNumber):
 		if d.version != 6 || len(l4) < header.ICMPv6MinimumSize {
 			d.err = fmt.Sprintf("truncated icmpv6 header (%d bytes)", len(l4))
-			return d
+			return
 		}
 		c := header.ICMPv6(l4)
 		d.l4Header = l4[:header.ICMPv6MinimumSize]
@@ -196,7 +209,26 @@ func dissect(pkt []byte) dissection {
 	default:
 		d.payloadLen = len(l4)
 	}
-	return d
+}
+
+// tcp reads a TCP header: ports and flags first, so a bad data offset
+// still reports them (with the fixed 20 bytes as the header).
+func (d *dissection) tcp(l4 []byte) {
+	if len(l4) < header.TCPMinimumSize {
+		d.err = fmt.Sprintf("truncated tcp header (%d bytes)", len(l4))
+		return
+	}
+	t := header.TCP(l4)
+	d.hasPorts, d.sport, d.dport = true, t.SourcePort(), t.DestinationPort()
+	d.tcpFlags = tcpFlags(t.Flags())
+	off := int(t.DataOffset())
+	if off < header.TCPMinimumSize || off > len(l4) {
+		d.err = fmt.Sprintf("bad tcp data offset %d", off)
+		d.l4Header = l4[:header.TCPMinimumSize]
+		return
+	}
+	d.l4Header = l4[:off]
+	d.payloadLen = len(l4) - off
 }
 
 func (d *dissection) setProto(p uint8) {

@@ -285,15 +285,7 @@ func (p *parser) expand(v string) (string, error) {
 }
 
 func isEnvName(s string) bool {
-	if s == "" || (s[0] >= '0' && s[0] <= '9') {
-		return false
-	}
-	for _, r := range s {
-		if r != '_' && !isASCIIAlnum(r) {
-			return false
-		}
-	}
-	return true
+	return s != "" && !(s[0] >= '0' && s[0] <= '9') && isWordChars(s)
 }
 
 // isWord reports whether s can be a key or section name. Anything else is
@@ -304,6 +296,11 @@ func isWord(s string) bool {
 	if s == "" || len(s) > 32 || !isASCIIAlnum(rune(s[0])) || (s[0] >= '0' && s[0] <= '9') {
 		return false
 	}
+	return isWordChars(s)
+}
+
+// isWordChars reports whether s holds only ASCII letters, digits and '_'.
+func isWordChars(s string) bool {
 	for _, r := range s {
 		if r != '_' && !isASCIIAlnum(r) {
 			return false

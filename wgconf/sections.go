@@ -222,13 +222,19 @@ func (s *sectionSpec) key(name string) *keySpec {
 
 func last[T any](s []T) *T { return &s[len(s)-1] }
 
+// secret returns v itself, or with fromFile the contents of the secret
+// file v names (the …File form of a key).
+func (p *parser) secret(v string, fromFile bool) (string, error) {
+	if !fromFile {
+		return v, nil
+	}
+	return p.readSecretFile(v)
+}
+
 func (p *parser) setPrivateKey(v string, fromFile bool) error {
-	if fromFile {
-		s, err := p.readSecretFile(v)
-		if err != nil {
-			return err
-		}
-		v = s
+	v, err := p.secret(v, fromFile)
+	if err != nil {
+		return err
 	}
 	k, err := ParsePrivateKey(v)
 	if err != nil {
@@ -242,12 +248,9 @@ func (p *parser) setPrivateKey(v string, fromFile bool) error {
 }
 
 func (p *parser) setPresharedKey(v string, fromFile bool) error {
-	if fromFile {
-		s, err := p.readSecretFile(v)
-		if err != nil {
-			return err
-		}
-		v = s
+	v, err := p.secret(v, fromFile)
+	if err != nil {
+		return err
 	}
 	k, err := ParsePresharedKey(v)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate checks what Parse checks beyond syntax: required keys, ranges,
@@ -235,11 +236,12 @@ func (v *validator) checkTunnels() error {
 	}
 	for i, t := range v.c.UDPProxyTunnels {
 		ref := sectionRef{kind: secUDPProxyTunnel, index: i}
-		if err := v.firstOf(v.bind(ref, "BindAddress", t.BindAddress, true), v.target(ref, t.Target)); err != nil {
+		if err := v.firstOf(
+			v.bind(ref, "BindAddress", t.BindAddress, true),
+			v.target(ref, t.Target),
+			v.inactivityTimeout(ref, t.InactivityTimeout),
+		); err != nil {
 			return err
-		}
-		if t.InactivityTimeout < 0 || t.InactivityTimeout > maxDuration {
-			return v.errorf(ref, "InactivityTimeout", "%v is out of range", t.InactivityTimeout)
 		}
 	}
 	for i, t := range v.c.STDIOTunnels {
@@ -250,11 +252,12 @@ func (v *validator) checkTunnels() error {
 	udpPorts := make(map[int]int)
 	for i, t := range v.c.UDPServerTunnels {
 		ref := sectionRef{kind: secUDPServerTunnel, index: i}
-		if err := v.firstOf(v.listenPort(ref, t.ListenPort, udpPorts), v.target(ref, t.Target)); err != nil {
+		if err := v.firstOf(
+			v.listenPort(ref, t.ListenPort, udpPorts),
+			v.target(ref, t.Target),
+			v.inactivityTimeout(ref, t.InactivityTimeout),
+		); err != nil {
 			return err
-		}
-		if t.InactivityTimeout < 0 || t.InactivityTimeout > maxDuration {
-			return v.errorf(ref, "InactivityTimeout", "%v is out of range", t.InactivityTimeout)
 		}
 	}
 	return nil
@@ -371,6 +374,14 @@ func (v *validator) target(ref sectionRef, s string) error {
 	}
 	if err := checkHostPort(s, false, 1); err != nil {
 		return v.errorf(ref, "Target", "%v", err)
+	}
+	return nil
+}
+
+// inactivityTimeout checks a UDP tunnel's InactivityTimeout (0: never).
+func (v *validator) inactivityTimeout(ref sectionRef, d time.Duration) error {
+	if d < 0 || d > maxDuration {
+		return v.errorf(ref, "InactivityTimeout", "%v is out of range", d)
 	}
 	return nil
 }

@@ -2,7 +2,8 @@ package wgconf
 
 import (
 	"bytes"
-	"net/netip"
+	"cmp"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,14 @@ import (
 func (c *Config) Marshal() []byte {
 	w := &writer{}
 	w.wgQuick(c, true)
+	w.wireproxy(c)
+	w.sidecar(c)
+	return w.buf.Bytes()
+}
+
+// wireproxy writes the sections wireproxy defines, in its order: the
+// proxies, then the tunnels, then [Resolve].
+func (w *writer) wireproxy(c *Config) {
 	for _, s := range c.Socks5 {
 		w.section("Socks5")
 		w.kv("BindAddress", s.BindAddress)
@@ -57,8 +66,13 @@ func (c *Config) Marshal() []byte {
 	}
 	if r := c.Resolve; r != nil {
 		w.section("Resolve")
-		w.kv("ResolveStrategy", orDefault(r.ResolveStrategy, DefaultResolveStrategy))
+		w.kv("ResolveStrategy", cmp.Or(r.ResolveStrategy, DefaultResolveStrategy))
 	}
+}
+
+// sidecar writes the sections of our own that wireproxy has none for,
+// with their defaults written out.
+func (w *writer) sidecar(c *Config) {
 	for _, t := range c.UDPServerTunnels {
 		w.section("UDPServerTunnel")
 		w.int("ListenPort", t.ListenPort)
@@ -67,16 +81,12 @@ func (c *Config) Marshal() []byte {
 	}
 	if s := c.Serve; s != nil {
 		w.section("Serve")
-		w.kv("Subnets", joinPrefixes(s.Subnets))
+		w.kv("Subnets", joinList(s.Subnets))
 		w.kv("Exit", strconv.FormatBool(s.Exit))
 	}
 	if f := c.FlowLog; f != nil {
 		w.section("FlowLog")
-		window := f.Window
-		if window == 0 {
-			window = DefaultFlowWindow
-		}
-		w.kv("Window", formatSeconds(window, "s"))
+		w.kv("Window", formatSeconds(cmp.Or(f.Window, DefaultFlowWindow), "s"))
 		w.kv("NodeID", f.NodeID)
 		w.kv("Output", f.Output)
 		w.kv("LogExitFlows", strconv.FormatBool(f.LogExitFlows))
@@ -88,11 +98,7 @@ func (c *Config) Marshal() []byte {
 		w.kv("PrivateID", l.PrivateID)
 		w.kv("CopyID", l.CopyID)
 		w.kv("BufferDir", l.BufferDir)
-		size := l.MaxBuffer
-		if size == 0 {
-			size = DefaultMaxBuffer
-		}
-		w.kv("MaxBuffer", formatSize(size))
+		w.kv("MaxBuffer", formatSize(cmp.Or(l.MaxBuffer, DefaultMaxBuffer)))
 	}
 	if ctl := c.Control; ctl != nil {
 		w.section("Control")
@@ -100,9 +106,8 @@ func (c *Config) Marshal() []byte {
 	}
 	if m := c.Metrics; m != nil {
 		w.section("Metrics")
-		w.kv("BindAddress", orDefault(m.BindAddress, DefaultMetricsAddress))
+		w.kv("BindAddress", cmp.Or(m.BindAddress, DefaultMetricsAddress))
 	}
-	return w.buf.Bytes()
 }
 
 // WGQuick writes only [Interface] and [Peer] in wg-quick(8) syntax, with
@@ -161,17 +166,9 @@ func (w *writer) wgQuick(c *Config, all bool) {
 	w.kv("PrivateKey", ifc.PrivateKey.Base64())
 	w.int("ListenPort", ifc.ListenPort)
 	w.raw("FwMark", ifc.FwMark)
-	w.kv("Address", joinPrefixes(ifc.Addresses))
-	dns := make([]string, 0, len(ifc.DNS)+len(ifc.DNSSearch))
-	for _, a := range ifc.DNS {
-		dns = append(dns, a.String())
-	}
-	w.kv("DNS", strings.Join(append(dns, ifc.DNSSearch...), ", "))
-	mtu := ifc.MTU
-	if mtu == 0 {
-		mtu = DefaultMTU
-	}
-	w.int("MTU", mtu)
+	w.kv("Address", joinList(ifc.Addresses))
+	w.kv("DNS", strings.Join(append(stringsOf(ifc.DNS), ifc.DNSSearch...), ", "))
+	w.int("MTU", cmp.Or(ifc.MTU, DefaultMTU))
 	w.raw("Table", ifc.Table)
 	if ifc.SaveConfig {
 		w.raw("SaveConfig", "true")
@@ -185,11 +182,7 @@ func (w *writer) wgQuick(c *Config, all bool) {
 		}
 	}
 	if all {
-		addrs := make([]string, len(ifc.CheckAlive))
-		for i, a := range ifc.CheckAlive {
-			addrs[i] = a.String()
-		}
-		w.kv("CheckAlive", strings.Join(addrs, ", "))
+		w.kv("CheckAlive", joinList(ifc.CheckAlive))
 		w.int("CheckAliveInterval", ifc.CheckAliveInterval)
 	}
 	for i := range c.Peers {
@@ -199,7 +192,7 @@ func (w *writer) wgQuick(c *Config, all bool) {
 		if !p.PresharedKey.IsZero() {
 			w.kv("PresharedKey", p.PresharedKey.Base64())
 		}
-		w.kv("AllowedIPs", joinPrefixes(p.AllowedIPs))
+		w.kv("AllowedIPs", joinList(p.AllowedIPs))
 		w.kv("Endpoint", p.Endpoint)
 		w.int("PersistentKeepalive", p.PersistentKeepalive)
 	}
@@ -228,17 +221,14 @@ func needsQuotes(s string) bool {
 	return (s[0] == '"' || s[0] == '\'') && strings.IndexByte(s[1:], s[0]) >= 0
 }
 
-func joinPrefixes(ps []netip.Prefix) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ", ")
-}
+// joinList writes xs as a comma list.
+func joinList[T fmt.Stringer](xs []T) string { return strings.Join(stringsOf(xs), ", ") }
 
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
+// stringsOf returns the String of each of xs.
+func stringsOf[T fmt.Stringer](xs []T) []string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = x.String()
 	}
 	return s
 }

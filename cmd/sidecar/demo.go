@@ -43,17 +43,11 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 	token := fmt.Sprintf("demo-%d", time.Now().UnixNano())
-	coll, err := collector.Open(collector.Config{DataDir: filepath.Join(dir, "collector"), Token: token})
+	coll, collectorURL, err := startDemoCollector(dir, token)
 	if err != nil {
 		return err
 	}
 	defer coll.Close()
-	cln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	go coll.Serve(cln)
-	collectorURL := "http://" + cln.Addr().String()
 
 	a, b, err := demoPair(log, collectorURL, dir)
 	if err != nil {
@@ -62,28 +56,81 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	defer a.Close()
 	defer b.Close()
 	started := time.Now()
+	nodes := []demoNode{{"a", a}, {"b", b}}
+	printDemoSetup(stdout, collectorURL, dir, nodes)
+
+	srv, err := serveDemoHTTP(b)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	fmt.Fprintln(stdout)
+	if err := demoRequests(ctx, stdout, a); err != nil {
+		return err
+	}
+	n, err := demoBulk(ctx, stdout, a, b, *size)
+	if err != nil {
+		return err
+	}
+	if err := printDemoPeers(stdout, nodes); err != nil {
+		return err
+	}
+	if n != *size {
+		return fmt.Errorf("b received %d bytes; want %d", n, *size)
+	}
+	return demoFlowLog(ctx, stdout, collectorURL, token, started, nodes)
+}
+
+// demoNode is one of the demo's two nodes and the name it prints as.
+type demoNode struct {
+	name string
+	node *sidecar.Node
+}
+
+// startDemoCollector opens a collector storing in dir, reading with token,
+// and serves it on a loopback port; it returns the server to close and
+// the base URL to reach it at.
+func startDemoCollector(dir, token string) (*collector.Server, string, error) {
+	coll, err := collector.Open(collector.Config{DataDir: filepath.Join(dir, "collector"), Token: token})
+	if err != nil {
+		return nil, "", err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		coll.Close()
+		return nil, "", err
+	}
+	go coll.Serve(ln)
+	return coll, "http://" + ln.Addr().String(), nil
+}
+
+// printDemoSetup prints what runs: the collector and the two nodes.
+func printDemoSetup(stdout io.Writer, collectorURL, dir string, nodes []demoNode) {
 	fmt.Fprintln(stdout, "wgsidecar demo: two nodes and a collector in one process, the nodes joined by WireGuard over UDP on 127.0.0.1")
 	fmt.Fprintf(stdout, "  collector: %s (data in %s)\n", collectorURL, dir)
-	for _, n := range []struct {
-		name string
-		node *sidecar.Node
-	}{{"a", a}, {"b", b}} {
+	for _, n := range nodes {
 		fmt.Fprintf(stdout, "  node %s: tunnel %v, WireGuard on udp/127.0.0.1:%d, public key %s\n",
 			n.name, n.node.Addresses(), n.node.ListenPort(), n.node.PublicKey())
 	}
+}
 
-	// b serves HTTP on its tunnel address.
+// serveDemoHTTP serves HTTP on b's tunnel addresses, port 80: a greeting
+// that names the client's address.
+func serveDemoHTTP(b *sidecar.Node) (*http.Server, error) {
 	ln, err := b.Listen("tcp", ":80")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from b, you are %s", r.RemoteAddr)
 	})}
 	go srv.Serve(ln)
-	defer srv.Close()
+	return srv, nil
+}
 
-	fmt.Fprintln(stdout)
+// demoRequests has a GET b's greeting and ping b, over IPv4 and IPv6,
+// and prints the answers and how long each took.
+func demoRequests(ctx context.Context, stdout io.Writer, a *sidecar.Node) error {
 	for _, url := range []string{"http://10.99.0.2/", "http://[fd00:99::2]/"} {
 		start := time.Now()
 		body, err := demoGet(ctx, a, url)
@@ -99,11 +146,15 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "a: ping %-20s -> reply in %v\n", dst, rtt.Round(time.Microsecond))
 	}
+	return nil
+}
 
-	// A bulk transfer from a to b over TCP.
+// demoBulk sends size bytes from a to b over TCP, prints the rate, and
+// returns how many bytes b received (-1 if it accepted no connection).
+func demoBulk(ctx context.Context, stdout io.Writer, a, b *sidecar.Node, size int64) (int64, error) {
 	bulk, err := b.Listen("tcp", ":9000")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer bulk.Close()
 	got := make(chan int64, 1)
@@ -120,22 +171,23 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	start := time.Now()
 	c, err := a.DialContext(ctx, "tcp", "10.99.0.2:9000")
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := io.CopyN(c, zeros{}, *size); err != nil {
-		return err
+	if _, err := io.CopyN(c, zeros{}, size); err != nil {
+		return 0, err
 	}
 	c.Close()
 	n := <-got
 	secs := time.Since(start).Seconds()
 	fmt.Fprintf(stdout, "a: sent %d MiB to b over TCP in %.2f s (%.2f Gbit/s); b received %d bytes\n",
-		*size>>20, secs, float64(n)*8/secs/1e9, n)
+		size>>20, secs, float64(n)*8/secs/1e9, n)
+	return n, nil
+}
 
+// printDemoPeers prints what WireGuard counted for each node's peer.
+func printDemoPeers(stdout io.Writer, nodes []demoNode) error {
 	fmt.Fprintln(stdout, "\nWireGuard's counters (bytes on the UDP socket, including framing):")
-	for _, x := range []struct {
-		name string
-		node *sidecar.Node
-	}{{"a", a}, {"b", b}} {
+	for _, x := range nodes {
 		peers, err := x.node.Peers()
 		if err != nil {
 			return err
@@ -145,14 +197,16 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 				p.PublicKey.String()[:8]+"…", p.Endpoint, p.TxBytes, p.RxBytes, time.Since(p.LastHandshake).Round(time.Millisecond))
 		}
 	}
-	if n != *size {
-		return fmt.Errorf("b received %d bytes; want %d", n, *size)
-	}
+	return nil
+}
 
-	// End the flow-log window on both nodes: each sends its message to
-	// the collector, which stamps it "logged"; read them back.
-	for _, node := range []*sidecar.Node{a, b} {
-		if err := node.CutFlows(ctx); err != nil {
+// demoFlowLog ends the flow-log window on both nodes: each sends its
+// message to the collector, which stamps it "logged". It reads them back
+// (those since started), waiting up to 20 s for one per node, and prints
+// them.
+func demoFlowLog(ctx context.Context, stdout io.Writer, collectorURL, token string, started time.Time, nodes []demoNode) error {
+	for _, n := range nodes {
+		if err := n.node.CutFlows(ctx); err != nil {
 			return err
 		}
 	}
@@ -160,11 +214,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		started.Add(-time.Minute).UTC().Format(time.RFC3339Nano), time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano))
 	var logs []json.RawMessage
 	for deadline := time.Now().Add(20 * time.Second); ; {
+		var err error
 		logs, err = queryLogs(ctx, query, token)
 		if err != nil {
 			return err
 		}
-		if len(logs) >= 2 || time.Now().After(deadline) {
+		if len(logs) >= len(nodes) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -174,7 +229,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	for _, l := range logs {
 		fmt.Fprintf(stdout, "%s\n", l)
 	}
-	if len(logs) < 2 {
+	if len(logs) < len(nodes) {
 		return fmt.Errorf("the collector holds %d flow-log messages; want one per node", len(logs))
 	}
 	return nil

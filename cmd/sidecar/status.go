@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -137,7 +138,7 @@ func printStatus(w io.Writer, st *control.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "node: %s\n", st.NodeID)
 	fmt.Fprintf(tw, "  public key:\t%s\n", st.PublicKey)
-	fmt.Fprintf(tw, "  addresses:\t%s\n", orNone(strings.Join(st.Addresses, ", ")))
+	fmt.Fprintf(tw, "  addresses:\t%s\n", cmp.Or(strings.Join(st.Addresses, ", "), "(none)"))
 	fmt.Fprintf(tw, "  listening port:\t%d\n", st.ListenPort)
 	fmt.Fprintf(tw, "  uptime:\t%s\n", time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second))
 	if f := st.FlowLog; f.Enabled {
@@ -147,8 +148,8 @@ func printStatus(w io.Writer, st *control.Status) error {
 	}
 	for _, p := range st.Peers {
 		fmt.Fprintf(tw, "\npeer: %s\n", p.PublicKey)
-		fmt.Fprintf(tw, "  endpoint:\t%s\n", orNone(p.Endpoint))
-		fmt.Fprintf(tw, "  allowed ips:\t%s\n", orNone(strings.Join(p.AllowedIPs, ", ")))
+		fmt.Fprintf(tw, "  endpoint:\t%s\n", cmp.Or(p.Endpoint, "(none)"))
+		fmt.Fprintf(tw, "  allowed ips:\t%s\n", cmp.Or(strings.Join(p.AllowedIPs, ", "), "(none)"))
 		fmt.Fprintf(tw, "  latest handshake:\t%s\n", handshakeAge(st.Time, p.LatestHandshake))
 		fmt.Fprintf(tw, "  transfer:\t%s received, %s sent\n", byteSize(p.RxBytes), byteSize(p.TxBytes))
 		if p.PersistentKeepalive > 0 {
@@ -169,7 +170,7 @@ func printStatus(w io.Writer, st *control.Status) error {
 		if l.Conns != nil {
 			open, accepted = strconv.Itoa(l.Conns.Open), strconv.FormatUint(l.Conns.Accepted, 10)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", l.Kind, l.Listen, orDash(l.Target), open, accepted)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", l.Kind, l.Listen, cmp.Or(l.Target, "-"), open, accepted)
 	}
 	return tw.Flush()
 }
@@ -200,7 +201,7 @@ func printFlows(w io.Writer, fl *control.Flows) error {
 			{"physical", m.PhysicalTraffic},
 		} {
 			for _, c := range class.flows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", class.name, protoName(c.Proto), orDash(c.Src), orDash(c.Dst),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", class.name, protoName(c.Proto), cmp.Or(c.Src, "-"), cmp.Or(c.Dst, "-"),
 					c.TxPackets, c.TxBytes, c.RxPackets, c.RxBytes)
 			}
 		}
@@ -272,18 +273,4 @@ func byteSize(n uint64) string {
 		}
 	}
 	return fmt.Sprintf("%.2f TiB", v/1024)
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "(none)"
-	}
-	return s
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

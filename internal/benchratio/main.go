@@ -15,6 +15,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"slices"
@@ -38,96 +39,131 @@ var procSuffix = regexp.MustCompile(`-\d+$`)
 type key struct{ bench, impl, unit string }
 
 func main() {
-	values := map[key][]float64{}
-	var benches []string           // comparative benchmarks, in order of appearance
-	impls := map[string][]string{} // bench → implementations, in order
-	var units []string
-	failed, results := false, 0
+	os.Exit(run(os.Stdin, os.Stdout, os.Stderr))
+}
 
-	sc := bufio.NewScanner(os.Stdin)
+// run passes the benchmark output in through to out, prints the table
+// after it, and returns the exit status: 1 if in reported a failure or
+// held no benchmark result.
+func run(in io.Reader, out, errOut io.Writer) int {
+	var r results
+	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		fmt.Println(line)
-		if strings.HasPrefix(line, "FAIL") || strings.HasPrefix(line, "--- FAIL") || strings.HasPrefix(line, "panic:") {
-			failed = true
-		}
-		f := strings.Fields(line)
-		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
-			continue
-		}
-		if _, err := strconv.Atoi(f[1]); err != nil {
-			continue
-		}
-		results++
-		name := procSuffix.ReplaceAllString(f[0], "")
-		var parts []string
-		impl := ""
-		for _, p := range strings.Split(name, "/") {
-			if v, ok := strings.CutPrefix(p, "impl="); ok {
-				impl = v
-				continue
-			}
-			parts = append(parts, p)
-		}
-		if impl == "" {
-			continue
-		}
-		bench := strings.TrimPrefix(strings.Join(parts, "/"), "Benchmark")
-		if !slices.Contains(benches, bench) {
-			benches = append(benches, bench)
-		}
-		if !slices.Contains(impls[bench], impl) {
-			impls[bench] = append(impls[bench], impl)
-		}
-		for i := 2; i+1 < len(f); i += 2 {
-			v, err := strconv.ParseFloat(f[i], 64)
-			unit := f[i+1]
-			if err != nil || skipped[unit] {
-				continue
-			}
-			if !slices.Contains(units, unit) {
-				units = append(units, unit)
-			}
-			k := key{bench, impl, unit}
-			values[k] = append(values[k], v)
-		}
+		fmt.Fprintln(out, line)
+		r.add(line)
 	}
+	r.writeTable(out)
+	if r.failed || r.count == 0 {
+		fmt.Fprintln(errOut, "benchratio: benchmarks failed or printed no result")
+		return 1
+	}
+	return 0
+}
 
-	if len(benches) > 0 {
-		fmt.Println()
-		fmt.Println("| case | metric | impl | median | stock | ratio (>1: ours better) | runs |")
-		fmt.Println("|---|---|---|---|---|---|---|")
-		for _, bench := range benches {
-			for _, unit := range units {
-				if unit == "ns/op" && hasRate(values, bench) {
-					continue // the rate says the same
+// results gathers the figures of the comparative benchmarks from the
+// lines of `go test -bench` output. The zero value is ready for use.
+type results struct {
+	values  map[key][]float64
+	benches []string            // comparative benchmarks, in order of appearance
+	impls   map[string][]string // bench → implementations, in order
+	units   []string            // in order of appearance
+	failed  bool                // a line reported a failure or a panic
+	count   int                 // benchmark result lines, comparative or not
+}
+
+// add reads one line of output: a failure, a benchmark result, or
+// anything else, which it ignores.
+func (r *results) add(line string) {
+	if strings.HasPrefix(line, "FAIL") || strings.HasPrefix(line, "--- FAIL") || strings.HasPrefix(line, "panic:") {
+		r.failed = true
+	}
+	f := strings.Fields(line)
+	if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+		return
+	}
+	if _, err := strconv.Atoi(f[1]); err != nil {
+		return
+	}
+	r.count++
+	bench, impl := splitName(f[0])
+	if impl == "" {
+		return
+	}
+	if !slices.Contains(r.benches, bench) {
+		r.benches = append(r.benches, bench)
+	}
+	if r.impls == nil {
+		r.impls, r.values = map[string][]string{}, map[key][]float64{}
+	}
+	if !slices.Contains(r.impls[bench], impl) {
+		r.impls[bench] = append(r.impls[bench], impl)
+	}
+	for i := 2; i+1 < len(f); i += 2 {
+		v, err := strconv.ParseFloat(f[i], 64)
+		unit := f[i+1]
+		if err != nil || skipped[unit] {
+			continue
+		}
+		if !slices.Contains(r.units, unit) {
+			r.units = append(r.units, unit)
+		}
+		k := key{bench, impl, unit}
+		r.values[k] = append(r.values[k], v)
+	}
+}
+
+// splitName takes a result's name apart into the benchmark's (without
+// "Benchmark", the impl= element and the -GOMAXPROCS suffix) and the
+// implementation's, which is "" if the benchmark is not comparative.
+func splitName(name string) (bench, impl string) {
+	var parts []string
+	for _, p := range strings.Split(procSuffix.ReplaceAllString(name, ""), "/") {
+		if v, ok := strings.CutPrefix(p, "impl="); ok {
+			impl = v
+			continue
+		}
+		parts = append(parts, p)
+	}
+	return strings.TrimPrefix(strings.Join(parts, "/"), "Benchmark"), impl
+}
+
+// writeTable prints, after a blank line, one row per benchmark, metric
+// and implementation other than the baseline: the median, the baseline's
+// median and the ratio. It prints nothing without comparative benchmarks.
+func (r *results) writeTable(out io.Writer) {
+	if len(r.benches) == 0 {
+		return
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "| case | metric | impl | median | stock | ratio (>1: ours better) | runs |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
+	for _, bench := range r.benches {
+		for _, unit := range r.units {
+			if unit == "ns/op" && hasRate(r.values, bench) {
+				continue // the rate says the same
+			}
+			base, hasBase := median(r.values[key{bench, baseline, unit}])
+			for _, impl := range r.impls[bench] {
+				if impl == baseline {
+					continue
 				}
-				base, hasBase := median(values[key{bench, baseline, unit}])
-				for _, impl := range impls[bench] {
-					if impl == baseline {
-						continue
-					}
-					vs := values[key{bench, impl, unit}]
-					v, ok := median(vs)
-					if !ok {
-						continue
-					}
-					stock, ratio := "", ""
-					if hasBase {
-						stock = format(base)
-						if r, ok := better(v, base, lowerIsBetter[unit]); ok {
-							ratio = fmt.Sprintf("%.2f×", r)
-						}
-					}
-					fmt.Printf("| %s | %s | %s | %s | %s | %s | %d |\n", bench, unit, impl, format(v), stock, ratio, len(vs))
+				vs := r.values[key{bench, impl, unit}]
+				v, ok := median(vs)
+				if !ok {
+					continue
 				}
+				stock, ratio := "", ""
+				if hasBase {
+					stock = format(base)
+					if x, ok := better(v, base, lowerIsBetter[unit]); ok {
+						ratio = fmt.Sprintf("%.2f×", x)
+					}
+				}
+				fmt.Fprintf(out, "| %s | %s | %s | %s | %s | %s | %d |\n", bench, unit, impl, format(v), stock, ratio, len(vs))
 			}
 		}
-	}
-	if failed || results == 0 {
-		fmt.Fprintln(os.Stderr, "benchratio: benchmarks failed or printed no result")
-		os.Exit(1)
 	}
 }
 
