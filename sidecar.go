@@ -24,9 +24,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,9 +95,10 @@ type Node struct {
 	opts   Options
 	stack  *netstack.Stack
 	dev    *device.Device
-	tun    *wrap.TUN  // counts the virtual layer
-	bind   *wrap.Bind // counts the physical layer
-	dns    *resolver.Resolver
+	tun    *wrap.TUN          // counts the virtual layer
+	bind   *wrap.Bind         // counts the physical layer
+	dns    *resolver.Resolver // nil when the file sets no DNS servers
+	dialer resolver.Dialer
 	public wgconf.PublicKey
 
 	flows            *netlog.NodeLog // nil when flow logging is off
@@ -175,6 +173,8 @@ func (n *Node) startDevice() error {
 	if len(cfg.Interface.DNS) > 0 {
 		n.dns = &resolver.Resolver{Servers: cfg.Interface.DNS, Search: cfg.Interface.DNSSearch, Dial: st.DialContext}
 	}
+	n.dialer = resolver.Dialer{Lookup: n.LookupNetIP, Dial: st.DialContext,
+		PreferIPv6: cfg.Resolve != nil && cfg.Resolve.ResolveStrategy == "ipv6"}
 	var tunDev tun.Device = st.Device()
 	if n.opts.WrapTUN != nil {
 		tunDev = n.opts.WrapTUN(tunDev)
@@ -314,90 +314,23 @@ func (n *Node) Dial(network, address string) (net.Conn, error) {
 
 // DialContext connects to address ("host:port") through the tunnel over
 // network ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6"). A host name is
-// resolved with LookupNetIP and its addresses are tried in turn.
+// resolved with LookupNetIP and its addresses are tried in turn (IPv6
+// first when the file's [Resolve] ResolveStrategy says ipv6).
 func (n *Node) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	host, port, err := net.SplitHostPort(address)
-	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
-	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return n.stack.DialContext(ctx, network, address)
-	}
-	family := "ip"
-	switch {
-	case strings.HasSuffix(network, "4"):
-		family = "ip4"
-	case strings.HasSuffix(network, "6"):
-		family = "ip6"
-	}
-	addrs, err := n.LookupNetIP(ctx, family, host)
-	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
-	}
-	if n.cfg.Resolve != nil && n.cfg.Resolve.ResolveStrategy == "ipv6" {
-		// [Resolve] ResolveStrategy (wireproxy): which family is tried
-		// first. IPv4 first is already the lookup's order.
-		slices.SortStableFunc(addrs, func(a, b netip.Addr) int { return cmp.Compare(b.BitLen(), a.BitLen()) })
-	}
-	var firstErr error
-	for _, a := range addrs {
-		c, err := n.stack.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
-		if err == nil {
-			return c, nil
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, firstErr
+	return n.dialer.DialContext(ctx, network, address)
 }
 
 // Listen listens for TCP connections on the node's tunnel address.
 // network is "tcp", "tcp4" or "tcp6"; address is "[ip]:port", where an
 // empty ip listens on every tunnel address.
 func (n *Node) Listen(network, address string) (net.Listener, error) {
-	ap, err := listenAddr(network, address, "tcp")
-	if err != nil {
-		return nil, err
-	}
-	return n.stack.ListenTCP(ap)
+	return n.stack.Listen(network, address)
 }
 
 // ListenPacket opens a UDP socket on the node's tunnel address, with the
 // address rules of Listen.
 func (n *Node) ListenPacket(network, address string) (net.PacketConn, error) {
-	ap, err := listenAddr(network, address, "udp")
-	if err != nil {
-		return nil, err
-	}
-	return n.stack.ListenUDP(ap)
-}
-
-func listenAddr(network, address, want string) (netip.AddrPort, error) {
-	if strings.TrimRight(network, "46") != want {
-		return netip.AddrPort{}, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
-	}
-	host, portStr, err := net.SplitHostPort(address)
-	if err != nil {
-		return netip.AddrPort{}, &net.OpError{Op: "listen", Net: network, Err: err}
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return netip.AddrPort{}, &net.OpError{Op: "listen", Net: network, Err: fmt.Errorf("bad port %q", portStr)}
-	}
-	var a netip.Addr
-	switch {
-	case host != "":
-		if a, err = netip.ParseAddr(host); err != nil {
-			return netip.AddrPort{}, &net.OpError{Op: "listen", Net: network, Err: fmt.Errorf("tunnel listeners take an IP address, not %q", host)}
-		}
-	case strings.HasSuffix(network, "4"):
-		a = netip.IPv4Unspecified()
-	}
-	return netip.AddrPortFrom(a, uint16(port)), nil
+	return n.stack.ListenPacket(network, address)
 }
 
 // HTTPClient returns the node's HTTP client: its connections go through the

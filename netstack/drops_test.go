@@ -117,3 +117,30 @@ func TestScreenInboundOnlyWhileObserved(t *testing.T) {
 		t.Errorf("Drops: not-local %d, unsupported %d; want 1 each", ns.Drops(DropNotLocal), ns.Drops(DropUnsupported))
 	}
 }
+
+func TestParseListen(t *testing.T) {
+	for _, c := range []struct {
+		network, address, want string
+		ok                     bool
+		wantAP                 string
+	}{
+		{"tcp", ":80", "tcp", true, "invalid AddrPort"},
+		{"tcp4", ":80", "tcp", true, "0.0.0.0:80"},
+		{"tcp6", "[fd00::2]:443", "tcp", true, "[fd00::2]:443"},
+		{"udp", "10.0.0.2:53", "udp", true, "10.0.0.2:53"},
+		{"udp", "10.0.0.2:53", "tcp", false, ""},
+		{"tcp", "host.example:80", "tcp", false, ""},
+		{"tcp", "10.0.0.2:99999", "tcp", false, ""},
+		{"tcp", "10.0.0.2", "tcp", false, ""},
+		{"sctp", ":1", "tcp", false, ""},
+	} {
+		ap, err := parseListen(c.network, c.address, c.want)
+		if c.ok != (err == nil) {
+			t.Errorf("parseListen(%q, %q): err %v, want ok=%v", c.network, c.address, err, c.ok)
+			continue
+		}
+		if c.ok && ap.String() != c.wantAP { // no address: "invalid AddrPort"
+			t.Errorf("parseListen(%q, %q) = %v, want %s", c.network, c.address, ap, c.wantAP)
+		}
+	}
+}
