@@ -18,7 +18,7 @@ func (n *Node) startFlowLog() error {
 	fl, err := netlog.StartNode(netlog.NodeConfig{
 		FlowLog: n.cfg.FlowLog, LogStream: n.cfg.LogStream, Extra: n.opts.FlowSink,
 		KeepLatest: n.cfg.Control != nil, NodeID: NodeID(n.public),
-		Routes: n.classRoutes(n.PeerConfig()), PeerOf: n.peerOfEndpoint,
+		Routes: n.classRoutes(n.PeerConfig()), PeerEndpoints: n.peerEndpoints,
 		StreamFlush: n.opts.LogStreamFlush, Log: n.log,
 	}, n.tun, n.bind)
 	if err != nil {
@@ -66,55 +66,20 @@ func (n *Node) classRoutes(peers []wgconf.Peer) classify.Routes {
 	return r
 }
 
-// peerOfEndpoint names the peer behind a UDP endpoint by its tunnel
-// address, for the source of physical-layer entries. Endpoints a peer used
-// earlier are remembered, so a peer that roamed mid-window is still named.
-func (n *Node) peerOfEndpoint(ep netip.AddrPort) netip.Addr {
-	if m := n.peerOf.Load(); m != nil {
-		if a, ok := (*m)[ep]; ok {
-			return a
-		}
-	}
+// peerEndpoints is each peer's current UDP endpoint with its AllowedIPs,
+// for the flow log's names of peers.
+func (n *Node) peerEndpoints() map[netip.AddrPort][]netip.Prefix {
 	status, err := n.deviceStatus()
 	if err != nil {
-		return netip.Addr{}
+		return nil
 	}
-	m := map[netip.AddrPort]netip.Addr{}
-	if old := n.peerOf.Load(); old != nil {
-		for k, v := range *old {
-			m[k] = v
-		}
-	}
+	m := map[netip.AddrPort][]netip.Prefix{}
 	for _, p := range n.PeerConfig() {
 		if st, ok := status.Peers[p.PublicKey]; ok && st.Endpoint.IsValid() {
-			m[st.Endpoint] = tunnelAddr(p)
+			m[st.Endpoint] = p.AllowedIPs
 		}
 	}
-	n.peerOf.Store(&m)
-	return m[ep]
-}
-
-// tunnelAddr is the address that names a peer: its first single-address
-// AllowedIP (IPv4 first), else the first AllowedIP's address.
-func tunnelAddr(p wgconf.Peer) netip.Addr {
-	var v6 netip.Addr
-	for _, a := range p.AllowedIPs {
-		if a.IsSingleIP() {
-			if a.Addr().Is4() {
-				return a.Addr()
-			}
-			if !v6.IsValid() {
-				v6 = a.Addr()
-			}
-		}
-	}
-	if v6.IsValid() {
-		return v6
-	}
-	if len(p.AllowedIPs) > 0 {
-		return p.AllowedIPs[0].Addr()
-	}
-	return netip.Addr{}
+	return m
 }
 
 // CutFlows ends the current flow-log window now and writes its messages

@@ -2,8 +2,6 @@ package sidecar
 
 import (
 	"errors"
-	"reflect"
-	"slices"
 
 	"github.com/wgsidecar/sidecar/devconf"
 	"github.com/wgsidecar/sidecar/wgconf"
@@ -49,7 +47,7 @@ func (n *Node) Reload(cfg *wgconf.Config) (Changes, error) {
 	if closed {
 		return Changes{}, errClosed
 	}
-	ch := Changes{NeedRestart: needRestart(n.cfg, cfg)}
+	ch := Changes{NeedRestart: wgconf.NeedRestart(n.cfg, cfg)}
 	ch.PeersAdded, ch.PeersRemoved, ch.PeersChanged = devconf.Count(old, cfg.Peers)
 	if err := n.setPeers(cfg.Peers, true); err != nil {
 		n.log.Error("reload failed", "err", err)
@@ -82,31 +80,4 @@ func (n *Node) ReloadFile() (Changes, error) {
 		return Changes{}, err
 	}
 	return n.Reload(cfg)
-}
-
-// needRestart names the sections that differ between the running
-// configuration and next but cannot change while the node runs. A missing
-// [Control] in next is no change: the binary adds a default one.
-func needRestart(running, next *wgconf.Config) []string {
-	var out []string
-	ri, ni := running.Interface, next.Interface
-	if ri.PrivateKey != ni.PrivateKey || ri.ListenPort != ni.ListenPort || ri.MTU != ni.MTU ||
-		!slices.Equal(ri.Addresses, ni.Addresses) || !slices.Equal(ri.DNS, ni.DNS) || !slices.Equal(ri.DNSSearch, ni.DNSSearch) {
-		out = append(out, "[Interface]")
-	}
-	differ := func(name string, a, b any) {
-		if !reflect.DeepEqual(a, b) {
-			out = append(out, name)
-		}
-	}
-	differ("[Serve]", running.Serve, next.Serve)
-	differ("[FlowLog]", running.FlowLog, next.FlowLog)
-	differ("[LogStream]", running.LogStream, next.LogStream)
-	if next.Control != nil {
-		differ("[Control]", running.Control, next.Control)
-	}
-	differ("[Metrics]", running.Metrics, next.Metrics)
-	differ("[Resolve]", running.Resolve, next.Resolve)
-	differ("[STDIOTunnel]", running.STDIOTunnels, next.STDIOTunnels)
-	return out
 }

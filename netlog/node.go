@@ -32,7 +32,10 @@ type NodeConfig struct {
 	// NodeID is used when [FlowLog] sets none.
 	NodeID string
 	Routes classify.Routes
-	PeerOf func(netip.AddrPort) netip.Addr
+	// PeerEndpoints returns each peer's current UDP endpoint with its
+	// AllowedIPs, to name the peers in physical-layer entries (see
+	// TunnelAddr).
+	PeerEndpoints func() map[netip.AddrPort][]netip.Prefix
 	// StreamFlush is how long an entry may wait before its upload;
 	// logtail's default when zero.
 	StreamFlush time.Duration
@@ -80,7 +83,8 @@ func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 	// Added last, the record of recent windows never turns the flow log
 	// on by itself.
 	sinks = append(sinks, nl.recent)
-	cfg := Config{NodeID: c.NodeID, Sink: Tee(sinks), Routes: c.Routes, PeerOf: c.PeerOf,
+	names := &peerNamer{endpoints: c.PeerEndpoints}
+	cfg := Config{NodeID: c.NodeID, Sink: Tee(sinks), Routes: c.Routes, PeerOf: names.name,
 		OnError: func(err error) { c.Log.Warn("flow log", "err", err) }}
 	if fl != nil {
 		cfg.Window, cfg.LogExitFlows = fl.Window, fl.LogExitFlows
