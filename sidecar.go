@@ -13,6 +13,16 @@
 //	resp, err := node.HTTPClient().Get("http://10.0.0.2/")
 //
 // Package sidecartest builds connected nodes in one call.
+//
+// The package is a façade: it owns the Node, the WireGuard device and the
+// embedding API, and wires each feature in from the package that owns it.
+// Device configuration is devconf's (UAPI text, pure functions); the flow
+// log netlog's; proxies and forwards forward's; the watchdog watchdog's;
+// the packet-path taps and drop reasons monitor's; the control socket
+// control's; the metrics each subsystem registers on a metrics.Registry.
+// Files: sidecar.go (Node, Start, Close, the embedding API), peers.go
+// (peers and the device's status), flowlog.go, forwards.go, reload.go and
+// control_node.go (control socket, metrics listener).
 package sidecar
 
 import (

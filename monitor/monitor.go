@@ -9,9 +9,12 @@
 // [KindLost] event carrying that count before the next event it is given,
 // so losses are never silent.
 //
-// Packets are dissected with gVisor's tcpip/header views. The package knows
-// nothing of WireGuard, of counting or of logging; the node decides where
-// to call it.
+// Packets are dissected with gVisor's tcpip/header views. The taps
+// (taps.go) are the node's observation points: wrappers of wireguard-go's
+// tun.Device and conn.Bind, its logger (the only voice of the device's own
+// drops), and the observer of the stack's refusals; each drop is reported
+// by the part that decides it. The package counts only its own events and
+// logs nothing; the node decides where the taps sit.
 package monitor
 
 import (

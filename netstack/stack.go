@@ -8,7 +8,9 @@
 // gVisor's pools, and TCP is tuned for throughput.
 //
 // netstack knows nothing of WireGuard keys, configuration files, counting or
-// logging; it deals in IP addresses, prefixes and packets.
+// logging; it deals in IP addresses, prefixes and packets. It decides which
+// packets it refuses and says so to a DropObserver (drops.go), with a
+// count per reason.
 package netstack
 
 import (
