@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar/monitor"
+	"github.com/wgsidecar/sidecar/relay"
 )
 
 // HTTPConfig configures an HTTP proxy. The zero value listens on
@@ -29,7 +30,7 @@ type HTTPConfig struct {
 	// Username and Password, when either is set, are required of every
 	// request as Basic credentials in Proxy-Authorization.
 	Username, Password string
-	// MaxConns bounds the concurrent client connections; DefaultMaxConns
+	// MaxConns bounds the concurrent client connections; relay.DefaultMaxConns
 	// when zero. Connections beyond it are closed at once.
 	MaxConns int
 	// Logger receives the proxy's logs; slog.Default() when nil.
@@ -67,7 +68,7 @@ var hopHeaders = []string{
 // background goroutines until Close: CONNECT host:port is tunnelled, and
 // requests for absolute http:// (or https://) URLs are forwarded, both
 // through d.
-func ListenHTTP(cfg HTTPConfig, d Dialer) (*Server, error) {
+func ListenHTTP(cfg HTTPConfig, d relay.Dialer) (*Server, error) {
 	bind := cfg.BindAddress
 	if bind == "" {
 		bind = defaultHTTPBindAddr
@@ -104,9 +105,9 @@ func ListenHTTP(cfg HTTPConfig, d Dialer) (*Server, error) {
 		BaseContext:       func(net.Listener) context.Context { return s.ctx },
 		ConnState:         h.connState,
 	}
-	s.wg.Add(1)
+	s.conns.Enter()
 	go func() {
-		defer s.wg.Done()
+		defer s.conns.Done()
 		s.http.Serve(httpListener{s})
 	}()
 	s.log.Info("http proxy listening", "auth", h.auth)
@@ -135,8 +136,8 @@ func (l httpListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		if !l.s.enter() {
-			l.s.release()
+		if !l.s.conns.Enter() {
+			l.s.conns.Release()
 			c.Close()
 			return nil, net.ErrClosed
 		}
@@ -157,7 +158,7 @@ type httpConn struct {
 
 func (c *httpConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.s.release)
+	c.once.Do(c.s.conns.Release)
 	return err
 }
 
@@ -174,7 +175,7 @@ func (c *httpConn) CloseWrite() error {
 // handler that relays it.
 func (h *httpProxy) connState(_ net.Conn, state http.ConnState) {
 	if state == http.StateClosed || state == http.StateHijacked {
-		h.s.wg.Done()
+		h.s.conns.Done()
 	}
 }
 
@@ -262,12 +263,12 @@ func (h *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	// The relay outlives net/http's interest in the connection: count
 	// it before hijacking ends that interest.
-	if !h.s.enter() {
+	if !h.s.conns.Enter() {
 		up.Close()
 		http.Error(w, "503 Service Unavailable: proxy closing", http.StatusServiceUnavailable)
 		return
 	}
-	defer h.s.wg.Done()
+	defer h.s.conns.Done()
 	c, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		up.Close()
@@ -281,16 +282,16 @@ func (h *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 		b, _ := brw.Reader.Peek(n)
 		early = append([]byte(nil), b...)
 	}
-	if !h.s.hold(c) {
+	if !h.s.conns.Hold(c) {
 		up.Close()
 		return
 	}
-	defer h.s.unhold(c)
-	if !h.s.hold(up) {
+	defer h.s.conns.Unhold(c)
+	if !h.s.conns.Hold(up) {
 		c.Close()
 		return
 	}
-	defer h.s.unhold(up)
+	defer h.s.conns.Unhold(up)
 	c.SetWriteDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		c.Close()
