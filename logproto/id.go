@@ -1,4 +1,4 @@
-package logtail
+package logproto
 
 import (
 	"crypto/rand"
@@ -26,7 +26,7 @@ type PublicID [32]byte
 func NewPrivateID() (PrivateID, error) {
 	var id PrivateID
 	if _, err := rand.Read(id[:]); err != nil {
-		return PrivateID{}, fmt.Errorf("logtail: new private ID: %w", err)
+		return PrivateID{}, fmt.Errorf("logproto: new private ID: %w", err)
 	}
 	return id, nil
 }
@@ -35,7 +35,7 @@ func NewPrivateID() (PrivateID, error) {
 func ParsePrivateID(s string) (PrivateID, error) {
 	var id PrivateID
 	if err := parseHex32(id[:], s); err != nil {
-		return PrivateID{}, fmt.Errorf("logtail: private ID: %w", err)
+		return PrivateID{}, fmt.Errorf("logproto: private ID: %w", err)
 	}
 	return id, nil
 }
@@ -44,7 +44,7 @@ func ParsePrivateID(s string) (PrivateID, error) {
 func ParsePublicID(s string) (PublicID, error) {
 	var id PublicID
 	if err := parseHex32(id[:], s); err != nil {
-		return PublicID{}, fmt.Errorf("logtail: public ID: %w", err)
+		return PublicID{}, fmt.Errorf("logproto: public ID: %w", err)
 	}
 	return id, nil
 }
@@ -72,7 +72,7 @@ func (id PrivateID) Hex() string { return hex.EncodeToString(id[:]) }
 func (id PrivateID) String() string { return "PrivateID(redacted)" }
 
 // GoString returns a redacted placeholder, never the secret.
-func (id PrivateID) GoString() string { return "logtail.PrivateID(redacted)" }
+func (id PrivateID) GoString() string { return "logproto.PrivateID(redacted)" }
 
 // LogValue redacts the ID in slog records.
 func (id PrivateID) LogValue() slog.Value { return slog.StringValue(id.String()) }

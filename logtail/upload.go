@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wgsidecar/sidecar/logproto"
 )
 
 // upload is a stream's uploader goroutine: it waits for entries, lets a
@@ -137,7 +139,7 @@ func (l *Logger) post(s *stream, body []byte, zbody *[]byte) (code int, retryAft
 		return 0, 0, redactURL(err, s.logURL)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Content-Encoding", "zstd")
+	req.Header.Set("Content-Encoding", logproto.EncodingZstd)
 	resp, err := l.client.Do(req)
 	if err != nil {
 		return 0, 0, redactURL(err, s.logURL)
