@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar/control"
+	"github.com/wgsidecar/sidecar/forward"
 	"github.com/wgsidecar/sidecar/metrics"
 	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/netlog"
@@ -27,46 +28,15 @@ import (
 const readyHandshake = 3 * time.Minute
 
 // nodeControl is what the control socket ([Control]) and the metrics
-// listener ([Metrics]) report beyond the WireGuard device's own view: the
-// forwards and proxies listening, and the flow log's latest window. The
-// zero value is ready for use.
+// listener ([Metrics]) report beyond the WireGuard device's own view and
+// the forwards and proxies listening (forward.Set): the flow log's latest
+// window. The zero value is ready for use.
 type nodeControl struct {
 	// Set by Start before it returns; read-only afterwards.
 	socket      string   // the control socket's path; "" when off
 	metricsAddr net.Addr // nil when off
 
-	mu        sync.Mutex
-	listeners []*listenerEntry // in registration order
-
 	flows recentFlows // a flow-log sink (see controlSink)
-}
-
-type listenerEntry struct {
-	kind, listen, target string
-	conns                func() (open int, accepted uint64) // nil when not counted
-}
-
-// registerListener records a forward or proxy that accepts connections, for
-// the control socket's status and the metrics. kind says what it is ("tcp
-// local-to-tunnel", "socks5", …); listen is where it accepts (a host
-// address, or ":port" on the tunnel addresses); target is where it relays
-// ("" for proxies). conns, if not nil, reports the connections (UDP:
-// sessions) it has open and has accepted since it started; it is called on
-// every status request and scrape and must be cheap and safe for
-// concurrent use.
-func (n *Node) registerListener(kind, listen, target string, conns func() (open int, accepted uint64)) *listenerEntry {
-	n.ctl.mu.Lock()
-	defer n.ctl.mu.Unlock()
-	e := &listenerEntry{kind: kind, listen: listen, target: target, conns: conns}
-	n.ctl.listeners = append(n.ctl.listeners, e)
-	return e
-}
-
-// unregisterListener forgets a listener that stopped.
-func (n *Node) unregisterListener(e *listenerEntry) {
-	n.ctl.mu.Lock()
-	defer n.ctl.mu.Unlock()
-	n.ctl.listeners = slices.DeleteFunc(n.ctl.listeners, func(x *listenerEntry) bool { return x == e })
 }
 
 // controlSink is the flow-log sink that feeds the control socket's
@@ -112,7 +82,7 @@ func (n *Node) startMetrics() error {
 	if m == nil {
 		return nil
 	}
-	addr := hostBind(cmp.Or(m.BindAddress, wgconf.DefaultMetricsAddress))
+	addr := forward.HostBind(cmp.Or(m.BindAddress, wgconf.DefaultMetricsAddress))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("sidecar: [Metrics] %w", err)
@@ -244,11 +214,10 @@ func (a controlAPI) Status(ctx context.Context) (*control.Status, error) {
 		}
 		st.Peers = append(st.Peers, cp)
 	}
-	for _, l := range n.listenerSnapshot() {
-		cl := control.Listener{Kind: l.kind, Listen: l.listen, Target: l.target}
-		if l.conns != nil {
-			open, accepted := l.conns()
-			cl.Conns = &control.Conns{Open: open, Accepted: accepted}
+	for _, l := range n.forwardSet().Listeners() {
+		cl := control.Listener{Kind: l.Kind, Listen: l.Listen, Target: l.Target}
+		if l.Counted {
+			cl.Conns = &control.Conns{Open: l.Open, Accepted: l.Accepted}
 		}
 		st.Listeners = append(st.Listeners, cl)
 	}
@@ -279,16 +248,6 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-func (n *Node) listenerSnapshot() []listenerEntry {
-	n.ctl.mu.Lock()
-	defer n.ctl.mu.Unlock()
-	out := make([]listenerEntry, len(n.ctl.listeners))
-	for i, e := range n.ctl.listeners {
-		out[i] = *e
-	}
-	return out
 }
 
 // collectMetrics builds the metric families of one scrape.
@@ -402,18 +361,7 @@ func (n *Node) collectMetrics() []metrics.Family {
 	connErrors := metrics.Family{Name: "wgsidecar_connection_errors_total", Type: metrics.Counter, Help: "Connections the proxies and forwards accepted but could not relay (the dial of their target failed)."}
 	connErrors.Add(float64(mc.ConnErrors))
 	fams = append(fams, listeners, lost, refused, connErrors)
-
-	open := metrics.Family{Name: "wgsidecar_forward_open_connections", Type: metrics.Gauge, Help: "Connections (UDP: sessions) a forward or proxy has open."}
-	accepted := metrics.Family{Name: "wgsidecar_forward_connections_total", Type: metrics.Counter, Help: "Connections (UDP: sessions) a forward or proxy has accepted."}
-	for _, l := range n.listenerSnapshot() {
-		if l.conns == nil {
-			continue
-		}
-		o, a := l.conns()
-		open.Add(float64(o), "kind", l.kind, "listen", l.listen)
-		accepted.Add(float64(a), "kind", l.kind, "listen", l.listen)
-	}
-	return append(fams, open, accepted)
+	return append(fams, n.forwardSet().Metrics()...)
 }
 
 // recentFlows is a flow-log sink that counts the windows and messages
