@@ -323,22 +323,7 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 	// not as long as the client keeps its writing side open.
 	ctx, cancel := context.WithCancel(h.s.ctx)
 	defer cancel()
-	out := r.Clone(ctx)
-	out.RequestURI = ""
-	out.URL.User = nil
-	// The target's authority wins over the Host field (RFC 9112 §3.2.2).
-	out.Host = ""
-	out.Close = false
-	if r.ContentLength == 0 {
-		out.Body = nil // a server request's empty body is not nil
-	}
-	// Trailers arrive in r.Trailer after the body; share the map.
-	out.Trailer = r.Trailer
-	removeHopByHop(out.Header)
-	addVia(out.Header, r.ProtoMajor, r.ProtoMinor)
-	if _, ok := out.Header["User-Agent"]; !ok {
-		out.Header["User-Agent"] = []string{""} // not Go's own
-	}
+	out := upstreamRequest(ctx, r)
 
 	start := time.Now()
 	sent := &countingBody{}
@@ -358,7 +343,52 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 	rec := monitor.ConnRecord{Kind: "http", From: r.RemoteAddr, To: r.URL.Host, Verdict: "open"}
 	h.s.mon.TraceConn(monitor.FromApp, rec)
 	defer resp.Body.Close()
+	writeHeader(w, rc, resp)
 
+	received, err := h.copyBody(w, rc, resp.Body)
+	rec.BytesIn, rec.BytesOut, rec.Duration = uint64(received), sent.n.Load(), time.Since(start)
+	if err != nil {
+		rec.Verdict = "error: response body cut off: " + err.Error()
+		h.s.mon.Conn(rec)
+		// The client must not mistake a cut-off body for a whole
+		// one: abort the response, which closes the connection.
+		h.s.log.Debug("http proxy: response body cut off", "client", r.RemoteAddr, "target", r.RequestURI, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	rec.Verdict = fmt.Sprintf("ok %d", resp.StatusCode)
+	h.s.mon.Conn(rec)
+	dst := w.Header()
+	for k, vv := range resp.Trailer {
+		dst[k] = vv
+	}
+}
+
+// upstreamRequest returns the request to send upstream for the client's
+// request r, in ctx: its absolute URL without user info, its headers
+// without hop-by-hop fields and with our Via, its body and trailers.
+func upstreamRequest(ctx context.Context, r *http.Request) *http.Request {
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	out.URL.User = nil
+	// The target's authority wins over the Host field (RFC 9112 §3.2.2).
+	out.Host = ""
+	out.Close = false
+	if r.ContentLength == 0 {
+		out.Body = nil // a server request's empty body is not nil
+	}
+	// Trailers arrive in r.Trailer after the body; share the map.
+	out.Trailer = r.Trailer
+	removeHopByHop(out.Header)
+	addVia(out.Header, r.ProtoMajor, r.ProtoMinor)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // not Go's own
+	}
+	return out
+}
+
+// writeHeader sends the client the upstream's status and header, without
+// hop-by-hop fields, with the trailers it announces and our Via.
+func writeHeader(w http.ResponseWriter, rc *http.ResponseController, resp *http.Response) {
 	removeHopByHop(resp.Header)
 	resp.Header.Del("Trailer")
 	dst := w.Header()
@@ -373,22 +403,6 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 	// The header goes out now, not with the first piece of body: the
 	// client may be waiting for it before it sends the rest of its own.
 	rc.Flush()
-
-	received, err := h.copyBody(w, rc, resp.Body)
-	rec.BytesIn, rec.BytesOut, rec.Duration = uint64(received), sent.n.Load(), time.Since(start)
-	if err != nil {
-		rec.Verdict = "error: response body cut off: " + err.Error()
-		h.s.mon.Conn(rec)
-		// The client must not mistake a cut-off body for a whole
-		// one: abort the response, which closes the connection.
-		h.s.log.Debug("http proxy: response body cut off", "client", r.RemoteAddr, "target", r.RequestURI, "err", err)
-		panic(http.ErrAbortHandler)
-	}
-	rec.Verdict = fmt.Sprintf("ok %d", resp.StatusCode)
-	h.s.mon.Conn(rec)
-	for k, vv := range resp.Trailer {
-		dst[k] = vv
-	}
 }
 
 // copyBody streams an upstream body to the client, flushing after every
