@@ -5,6 +5,14 @@
 // destinations (a peer's packets for a non-local address in an offered
 // prefix are dialed on the host network).
 //
-// It relays bytes and datagrams; it knows nothing of WireGuard, counting or
-// logging, and of gVisor only through package netstack's requests.
+// It also owns a node's Set of running proxies and forwards: it starts and
+// stops those (package proxy's included) that a file's sections ask for,
+// applying only the difference on a reload, and reports them, with their
+// connection counts, for status and metrics.
+//
+// Each forward bounds and counts its connections (relay.Limiter), logs
+// through slog and records its connections to a monitor. It reaches the
+// tunnel through a relay.Dialer (the node); it knows nothing of WireGuard
+// or of flow statistics, and of gVisor only through package netstack's
+// requests.
 package forward

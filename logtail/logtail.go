@@ -4,7 +4,8 @@
 //
 // It carries any JSON object and knows nothing of what the entries say
 // (flows, say): the caller marshals, logtail delivers. It shares only the
-// wire protocol with the collector:
+// wire protocol (package logproto, which also holds the stream IDs) with
+// the collector:
 //
 //	POST {BaseURL}/c/{collection}/{private ID, 64 hex digits}
 //	Content-Type: application/json
@@ -15,8 +16,8 @@
 // A stream is named by a collection and a 32-byte private ID; its public
 // ID, the SHA-256 of the private ID, names it to readers. Each entry gets a
 // "logtail" member: client_time (RFC 3339, nanoseconds, UTC), proc_id (16
-// hex digits, random per process) and proc_seq (1, 2, 3, … per stream and
-// process), so that a reader finds gaps and the collector drops an entry
+// hex digits, random per Logger) and proc_seq (1, 2, 3, … per stream and
+// Logger), so that a reader finds gaps and the collector drops an entry
 // sent twice. 200 is success; any other answer, or none, is retried with
 // capped exponential backoff and jitter, honouring Retry-After.
 //

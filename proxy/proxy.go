@@ -1,10 +1,11 @@
 // Package proxy owns the SOCKS5 and HTTP proxy protocols: it accepts
-// clients on the host network and reaches what they ask for through a
-// Dialer it is given. It knows nothing of WireGuard or gVisor.
+// clients on the host network and reaches what they ask for through the
+// relay.Dialer it is given. It knows nothing of WireGuard or gVisor.
 //
 // Both proxies share one Server type: a listener, a bound on concurrent
-// client connections, and a Close that ends every relayed connection and
-// UDP association and waits for all the goroutines it started.
+// client connections (a relay.Limiter, which also holds what Close must
+// end), and a Close that ends every relayed connection and UDP association
+// and waits for all the goroutines it started.
 package proxy
 
 import (
