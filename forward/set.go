@@ -98,22 +98,17 @@ func NewSet(c SetConfig) *Set {
 // order they start.
 func sections(cfg *wgconf.Config) []any {
 	var out []any
-	for _, t := range cfg.TCPClientTunnels {
-		out = append(out, t)
-	}
-	for _, t := range cfg.UDPProxyTunnels {
-		out = append(out, t)
-	}
-	for _, p := range cfg.Socks5 {
-		out = append(out, p)
-	}
-	for _, p := range cfg.HTTP {
-		out = append(out, p)
-	}
-	for _, t := range cfg.TCPServerTunnels {
-		out = append(out, t)
-	}
-	for _, t := range cfg.UDPServerTunnels {
+	out = appendAny(out, cfg.TCPClientTunnels)
+	out = appendAny(out, cfg.UDPProxyTunnels)
+	out = appendAny(out, cfg.Socks5)
+	out = appendAny(out, cfg.HTTP)
+	out = appendAny(out, cfg.TCPServerTunnels)
+	return appendAny(out, cfg.UDPServerTunnels)
+}
+
+// appendAny appends each of ts to out.
+func appendAny[T any](out []any, ts []T) []any {
+	for _, t := range ts {
 		out = append(out, t)
 	}
 	return out
