@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/wgsidecar/sidecar/control"
+	"github.com/wgsidecar/sidecar/forward"
 	"github.com/wgsidecar/sidecar/metrics"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/wgconf"
@@ -22,15 +21,11 @@ import (
 const readyHandshake = 3 * time.Minute
 
 // nodeControl is the node's control socket ([Control]) and metrics
-// listener ([Metrics]), and the registry of the proxies and forwards they
-// report. The zero value is ready for use.
+// listener ([Metrics]). Set by Start before it returns; read-only
+// afterwards.
 type nodeControl struct {
-	// Set by Start before it returns; read-only afterwards.
 	socket  *control.Server // nil when off
 	metrics *metrics.Server // nil when off
-
-	mu        sync.Mutex
-	listeners []*listenerEntry // in registration order
 }
 
 // close stops the metrics listener and the control socket.
@@ -41,44 +36,6 @@ func (c *nodeControl) close() {
 	if c.socket != nil {
 		c.socket.Close()
 	}
-}
-
-type listenerEntry struct {
-	kind, listen, target string
-	conns                func() (open int, accepted uint64) // nil when not counted
-}
-
-// registerListener records a forward or proxy that accepts connections, for
-// the control socket's status and the metrics. kind says what it is ("tcp
-// local-to-tunnel", "socks5", …); listen is where it accepts (a host
-// address, or ":port" on the tunnel addresses); target is where it relays
-// ("" for proxies). conns, if not nil, reports the connections (UDP:
-// sessions) it has open and has accepted since it started; it is called on
-// every status request and scrape and must be cheap and safe for
-// concurrent use.
-func (n *Node) registerListener(kind, listen, target string, conns func() (open int, accepted uint64)) *listenerEntry {
-	n.ctl.mu.Lock()
-	defer n.ctl.mu.Unlock()
-	e := &listenerEntry{kind: kind, listen: listen, target: target, conns: conns}
-	n.ctl.listeners = append(n.ctl.listeners, e)
-	return e
-}
-
-// unregisterListener forgets a listener that stopped.
-func (n *Node) unregisterListener(e *listenerEntry) {
-	n.ctl.mu.Lock()
-	defer n.ctl.mu.Unlock()
-	n.ctl.listeners = slices.DeleteFunc(n.ctl.listeners, func(x *listenerEntry) bool { return x == e })
-}
-
-func (n *Node) listenerSnapshot() []listenerEntry {
-	n.ctl.mu.Lock()
-	defer n.ctl.mu.Unlock()
-	out := make([]listenerEntry, len(n.ctl.listeners))
-	for i, e := range n.ctl.listeners {
-		out[i] = *e
-	}
-	return out
 }
 
 // ControlSocket returns the path of the node's control socket, or "" when
@@ -124,7 +81,7 @@ func (n *Node) startMetrics() error {
 	if m == nil {
 		return nil
 	}
-	srv, err := metrics.Serve(hostBind(cmp.Or(m.BindAddress, wgconf.DefaultMetricsAddress)), &n.reg, n.notReady)
+	srv, err := metrics.Serve(forward.HostBind(cmp.Or(m.BindAddress, wgconf.DefaultMetricsAddress)), &n.reg, n.notReady)
 	if err != nil {
 		return fmt.Errorf("sidecar: [Metrics] %w", err)
 	}
@@ -160,7 +117,7 @@ func (n *Node) registerMetrics() {
 		n.flows.RegisterMetrics(&n.reg)
 	}
 	n.mon.RegisterMetrics(&n.reg, n.stack)
-	n.reg.Register(n.forwardMetrics)
+	n.fwd.RegisterMetrics(&n.reg)
 }
 
 // deviceMetrics is the node's identity and the WireGuard device's view of
@@ -197,21 +154,6 @@ func (n *Node) deviceMetrics() []metrics.Family {
 		}
 	}
 	return []metrics.Family{info, start, count, rx, tx, last, age}
-}
-
-// forwardMetrics counts the connections of the proxies and forwards.
-func (n *Node) forwardMetrics() []metrics.Family {
-	open := metrics.Family{Name: "wgsidecar_forward_open_connections", Type: metrics.Gauge, Help: "Connections (UDP: sessions) a forward or proxy has open."}
-	accepted := metrics.Family{Name: "wgsidecar_forward_connections_total", Type: metrics.Counter, Help: "Connections (UDP: sessions) a forward or proxy has accepted."}
-	for _, l := range n.listenerSnapshot() {
-		if l.conns == nil {
-			continue
-		}
-		o, a := l.conns()
-		open.Add(float64(o), "kind", l.kind, "listen", l.listen)
-		accepted.Add(float64(a), "kind", l.kind, "listen", l.listen)
-	}
-	return []metrics.Family{open, accepted}
 }
 
 // controlAPI answers the control socket's requests for a node.
@@ -259,11 +201,10 @@ func (a controlAPI) Status(ctx context.Context) (*control.Status, error) {
 		}
 		st.Peers = append(st.Peers, cp)
 	}
-	for _, l := range n.listenerSnapshot() {
-		cl := control.Listener{Kind: l.kind, Listen: l.listen, Target: l.target}
-		if l.conns != nil {
-			open, accepted := l.conns()
-			cl.Conns = &control.Conns{Open: open, Accepted: accepted}
+	for _, l := range n.fwd.Listeners() {
+		cl := control.Listener{Kind: l.Kind, Listen: l.Listen, Target: l.Target}
+		if l.Counted {
+			cl.Conns = &control.Conns{Open: l.Open, Accepted: l.Accepted}
 		}
 		st.Listeners = append(st.Listeners, cl)
 	}

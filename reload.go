@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/wgsidecar/sidecar/devconf"
+	"github.com/wgsidecar/sidecar/forward"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -80,4 +81,14 @@ func (n *Node) ReloadFile() (Changes, error) {
 		return Changes{}, err
 	}
 	return n.Reload(cfg)
+}
+
+// applyForwards makes the running proxies and forwards those of cfg (see
+// forward.Set.Apply).
+func (n *Node) applyForwards(cfg *wgconf.Config, atStart bool) (started, stopped []string, err error) {
+	started, stopped, err = n.fwd.Apply(cfg, atStart)
+	if errors.Is(err, forward.ErrClosed) {
+		err = errClosed
+	}
+	return started, stopped, err
 }

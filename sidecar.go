@@ -21,8 +21,9 @@
 // the packet-path taps and drop reasons monitor's; the control socket
 // control's; the metrics each subsystem registers on a metrics.Registry.
 // Files: sidecar.go (Node, Start, Close, the embedding API), peers.go
-// (peers and the device's status), flowlog.go, forwards.go, reload.go and
-// control_node.go (control socket, metrics listener).
+// (peers and the device's status), flowlog.go, reload.go (and the
+// proxies and forwards it applies) and control_node.go (control socket,
+// metrics listener).
 package sidecar
 
 import (
@@ -42,6 +43,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/wgsidecar/sidecar/devconf"
+	"github.com/wgsidecar/sidecar/forward"
 	"github.com/wgsidecar/sidecar/metrics"
 	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/netlog"
@@ -80,7 +82,7 @@ type Options struct {
 	// packet (the wrapper must pass packets through unchanged).
 	WrapTUN func(tun.Device) tun.Device
 	// MaxConns bounds the concurrent connections (UDP: sessions) of each
-	// proxy and forward the file starts; forward.DefaultMaxConns (1024)
+	// proxy and forward the file starts; relay.DefaultMaxConns (1024)
 	// when zero. A connection over the limit is refused and the refusal
 	// logged.
 	MaxConns int
@@ -113,13 +115,12 @@ type Node struct {
 
 	flows            *netlog.NodeLog // nil when flow logging is off
 	mon              monitor.Monitor
-	fwd              forwards           // proxies and forwards (forwards.go)
+	fwd              *forward.Set       // proxies and forwards
 	dog              *watchdog.Watchdog // nil until started
 	reg              metrics.Registry
-	ctl              nodeControl                                   // control socket and metrics listener (control_node.go)
-	peerOf           atomic.Pointer[map[netip.AddrPort]netip.Addr] // endpoint -> peer tunnel address, for the flow log
-	routed           atomic.Pointer[device.AllowedIPs]             // the peers' AllowedIPs, for the monitor's no-peer drops
-	queueDropsLogged uint64                                        // owned by the watchdog's tick
+	ctl              nodeControl                       // control socket and metrics listener (control_node.go)
+	routed           atomic.Pointer[device.AllowedIPs] // the peers' AllowedIPs, for the monitor's no-peer drops
+	queueDropsLogged uint64                            // owned by the watchdog's tick
 
 	reloadMu sync.Mutex // serialises Reload and SetPeers
 
@@ -180,6 +181,9 @@ func (n *Node) startDevice() error {
 		return fmt.Errorf("sidecar: %w", err)
 	}
 	n.stack = st
+	n.fwd = forward.NewSet(forward.SetConfig{
+		Dialer: n, Stack: st, Serve: cfg.Serve, MaxConns: n.opts.MaxConns, Log: n.log, Monitor: &n.mon,
+	})
 	if len(cfg.Interface.DNS) > 0 {
 		n.dns = &resolver.Resolver{Servers: cfg.Interface.DNS, Search: cfg.Interface.DNSSearch, Dial: st.DialContext}
 	}
@@ -215,7 +219,7 @@ func (n *Node) startFeatures() error {
 	if err := n.startFlowLog(); err != nil {
 		return err
 	}
-	if err := n.startForwards(); err != nil {
+	if _, _, err := n.applyForwards(n.cfg, true); err != nil {
 		return err
 	}
 	n.mu.Lock()
@@ -396,7 +400,9 @@ func (n *Node) release() {
 		n.dog.Close()
 	}
 	n.ctl.close()
-	n.closeForwards()
+	if n.fwd != nil {
+		n.fwd.Close()
+	}
 	n.shutdownFlowLog()
 	if n.dev != nil {
 		n.dev.Close() // closes the bind and the tun device

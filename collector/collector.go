@@ -2,8 +2,8 @@
 // that accepts uploads, stores each entry durably, stamped with the time
 // it was logged, and answers queries by time range and node.
 //
-// It shares only the wire protocol with the logtail client and imports
-// none of its code:
+// It shares only the wire protocol (package logproto) with the logtail
+// client and imports none of the client's code:
 //
 //	POST /c/{collection}/{private ID: 64 hex digits}
 //	     body: a JSON array of objects; Content-Encoding zstd or identity
@@ -47,7 +47,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wgsidecar/sidecar/logtail"
+	"github.com/wgsidecar/sidecar/logproto"
 )
 
 const (
@@ -145,8 +145,8 @@ func Open(cfg Config) (*Server, error) {
 	if len(cfg.Collections) > 0 {
 		s.accept = map[string]bool{}
 		for _, c := range cfg.Collections {
-			if !logtail.ValidCollection(c) {
-				return nil, fmt.Errorf("collector: collection name %q: want 1 to 128 letters, digits, '.', '_' or '-'", c)
+			if !logproto.ValidCollection(c) {
+				return nil, fmt.Errorf("collector: collection name %q: want 1 to %d letters, digits, '.', '_' or '-'", c, logproto.MaxCollectionLen)
 			}
 			s.accept[c] = true
 		}
@@ -166,7 +166,7 @@ func Open(cfg Config) (*Server, error) {
 		s.store = db
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /c/{collection}/{id}", s.handleUpload)
+	mux.HandleFunc("POST "+logproto.UploadPrefix+"{collection}/{id}", s.handleUpload)
 	mux.HandleFunc("GET /api/v1/logs", s.handleQuery)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -240,8 +240,8 @@ func (s *Server) Close() error {
 // checkCollection refuses a malformed (400) or unaccepted (404)
 // collection name.
 func (s *Server) checkCollection(name string) *httpError {
-	if !logtail.ValidCollection(name) {
-		return badRequest("collection name %q: want 1 to 128 letters, digits, '.', '_' or '-'", name)
+	if !logproto.ValidCollection(name) {
+		return badRequest("collection name %q: want 1 to %d letters, digits, '.', '_' or '-'", name, logproto.MaxCollectionLen)
 	}
 	if s.accept != nil && !s.accept[name] {
 		return &httpError{http.StatusNotFound, fmt.Sprintf("collection %q is not accepted here", name)}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/wgsidecar/sidecar/logproto"
 )
 
 // stamper turns a received JSON object into a stored Entry. It holds
@@ -38,7 +40,7 @@ func (s *stamper) stamp(e *Entry, raw []byte) error {
 		switch {
 		case keyIs(key, "nodeId"):
 			node = val
-		case keyIs(key, "logtail"):
+		case keyIs(key, logproto.StampMember):
 			logtail = val
 		}
 	})
@@ -85,7 +87,7 @@ func procKey(logtail []byte) (procID string, seq uint64) {
 	if len(logtail) == 0 || logtail[0] != '{' {
 		return "", 0
 	}
-	var lt struct {
+	var lt struct { // tags: logproto.ProcID and logproto.ProcSeq
 		ProcID  json.RawMessage `json:"proc_id"`
 		ProcSeq *uint64         `json:"proc_seq"`
 	}

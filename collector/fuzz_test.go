@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/wgsidecar/sidecar/logproto"
 )
 
 // FuzzUploadBody feeds arbitrary bodies, plain or as zstd, to the upload
@@ -48,7 +50,7 @@ func FuzzUploadBody(f *testing.F) {
 		plain := body
 		if compressed {
 			d, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1),
-				zstd.WithDecoderMaxWindow(maxWindow), zstd.WithDecoderMaxMemory(maxDecoded))
+				zstd.WithDecoderMaxWindow(logproto.MaxZstdWindow), zstd.WithDecoderMaxMemory(maxDecoded))
 			if err != nil {
 				t.Fatal(err)
 			}

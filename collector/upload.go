@@ -13,20 +13,17 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/wgsidecar/sidecar/logtail"
+	"github.com/wgsidecar/sidecar/logproto"
 )
 
 const (
 	// MaxEntryBytes bounds one entry of an upload as received. It is
 	// twice what the logtail client sends.
-	MaxEntryBytes = 2 << 20
+	MaxEntryBytes = 2 * logproto.MaxEntryBytes
 	// entryOverhead is what an entry costs in memory beyond its JSON; it
 	// counts against MaxDecodedBytes, so that an upload of many tiny
 	// entries is bounded too.
 	entryOverhead = 128
-	// maxWindow bounds a zstd window: the limit RFC 9659 sets for zstd as
-	// an HTTP content coding.
-	maxWindow = 8 << 20
 )
 
 // An httpError is a refusal: an HTTP status and a message for the client.
@@ -52,7 +49,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, herr)
 		return
 	}
-	priv, perr := logtail.ParsePrivateID(r.PathValue("id"))
+	priv, perr := logproto.ParsePrivateID(r.PathValue("id"))
 	if perr != nil {
 		s.refuse(w, r, badRequest("the private ID must be 64 hexadecimal digits"))
 		return
@@ -85,7 +82,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
 		src = bytes.NewReader(raw)
-	case "zstd":
+	case logproto.EncodingZstd:
 		// A bytes.Reader, not a bytes.Buffer: the decoder would decode a
 		// Buffer in one piece rather than as a stream.
 		dec := s.getDecoder(bytes.NewReader(raw))
@@ -205,7 +202,7 @@ func asHTTPError(err error) *httpError {
 		return tooLarge("body is over the limit of %d bytes", maxBE.Limit)
 	case errors.As(err, &zerr):
 		if errors.Is(zerr.err, zstd.ErrWindowSizeExceeded) || errors.Is(zerr.err, zstd.ErrDecoderSizeExceeded) {
-			return tooLarge("zstd frame needs more memory than allowed (window over %d bytes or content over the limit)", maxWindow)
+			return tooLarge("zstd frame needs more memory than allowed (window over %d bytes or content over the limit)", logproto.MaxZstdWindow)
 		}
 		return badRequest("body is not valid zstd: %v", zerr.err)
 	case errors.As(err, &syn):
@@ -292,7 +289,7 @@ func (s *Server) getDecoder(r io.Reader) *zstd.Decoder {
 	}
 	d, err := zstd.NewReader(r,
 		zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxWindow(maxWindow),
+		zstd.WithDecoderMaxWindow(logproto.MaxZstdWindow),
 		zstd.WithDecoderMaxMemory(uint64(s.maxDecoded)),
 		zstd.WithDecoderLowmem(true))
 	if err != nil {

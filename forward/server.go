@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/wgsidecar/sidecar/monitor"
@@ -38,7 +39,7 @@ type Server struct {
 	IsLocal func(netip.Addr) bool
 	// UDPTimeout ends idle UDP flows; DefaultUDPTimeout when zero.
 	UDPTimeout time.Duration
-	// MaxConns bounds concurrent relays; DefaultMaxConns when zero.
+	// MaxConns bounds concurrent relays; relay.DefaultMaxConns when zero.
 	MaxConns int
 	Log      *slog.Logger
 	// Monitor, if set, receives the server's connection records and the
@@ -46,9 +47,7 @@ type Server struct {
 	Monitor *monitor.Monitor
 
 	dialer net.Dialer
-	conns  conns
-	active atomic.Int64 // relays (TCP connections, UDP flows) running or being set up
-	full   atomic.Bool  // MaxConns reached, logged once until a place frees up
+	conns  *relay.Limiter // relays (TCP connections, UDP flows) running or being set up; set by Attach
 	ports  atomic.Pointer[ports]
 
 	mu    sync.Mutex
@@ -78,9 +77,8 @@ func (s *Server) Attach(st *netstack.Stack) error {
 	if s.UDPTimeout <= 0 {
 		s.UDPTimeout = DefaultUDPTimeout
 	}
-	if s.MaxConns <= 0 {
-		s.MaxConns = DefaultMaxConns
-	}
+	s.conns = relay.NewLimiter(s.MaxConns)
+	s.MaxConns = s.conns.Max()
 	if (s.Exit || len(s.Subnets) > 0) && !st.Promiscuous() {
 		return errors.New("forward: serving subnets or exit needs a promiscuous stack")
 	}
@@ -142,7 +140,9 @@ func (s *Server) untrack(c io.Closer) {
 
 // Close ends every relay the server started.
 func (s *Server) Close() error {
-	s.conns.closeAll()
+	if s.conns != nil {
+		s.conns.Close()
+	}
 	return nil
 }
 
@@ -186,7 +186,7 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 	held := true // the reservation, until the relay goroutine takes it over
 	defer func() {
 		if held {
-			s.release()
+			s.conns.Release()
 		}
 	}()
 	start := time.Now()
@@ -206,32 +206,33 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 		host.Close()
 		return
 	}
-	if !s.conns.add(c) {
+	if !s.conns.Hold(c) {
 		host.Close()
 		return
 	}
-	if !s.conns.add(host) {
-		s.conns.remove(c)
+	if !s.conns.Hold(host) {
+		s.conns.Unhold(c)
 		c.Close()
 		return
 	}
-	held = false
 	if local {
 		s.trackLocal(c, portRelay{port: r.Dst.Port(), target: target})
 	}
 	rec.Verdict = "open"
 	s.Monitor.TraceConn(monitor.ToApp, rec)
-	s.conns.wg.Add(1)
-	go func() {
-		defer s.conns.wg.Done()
-		defer s.release()
+	if !s.conns.Go(func() {
+		defer s.conns.Release()
 		toPeer, toHost := relay.Conns(c, host, nil)
 		s.untrack(c)
-		s.conns.remove(c)
-		s.conns.remove(host)
+		s.conns.Unhold(c)
+		s.conns.Unhold(host)
 		rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(toHost), uint64(toPeer), time.Since(start)
 		s.Monitor.Conn(rec)
-	}()
+	}) {
+		s.untrack(c) // Close has begun; it ends c and host
+		return
+	}
+	held = false
 }
 
 // handleUDP runs on the packet path: it only decides and starts a
@@ -245,49 +246,47 @@ func (s *Server) handleUDP(r *netstack.UDPRequest) bool {
 	}
 	c, err := r.Accept()
 	if err != nil {
-		s.release()
+		s.conns.Release()
 		return false
 	}
-	if !s.conns.add(c) {
-		s.release()
+	if !s.conns.Hold(c) {
+		s.conns.Release()
 		return true
 	}
 	if local {
 		s.trackLocal(c, portRelay{udp: true, port: r.Dst.Port(), target: target})
 	}
-	s.conns.wg.Add(1)
-	go func() {
-		defer s.conns.wg.Done()
-		defer s.release()
-		defer s.conns.remove(c)
+	if !s.conns.Go(func() {
+		defer s.conns.Release()
+		defer s.conns.Unhold(c)
 		defer s.untrack(c)
 		timeout := p.udpTimeout
 		if !local {
 			timeout = s.UDPTimeout
 		}
 		s.relayUDP(r, c, target, timeout)
-	}()
+	}) {
+		s.untrack(c)
+		s.conns.Release()
+	}
 	return true
 }
 
 // reserve takes a place for one more relay to dst, or reports (and logs,
-// once until a place frees up) that MaxConns are taken.
+// once until a relay is admitted again) that MaxConns are taken.
 func (s *Server) reserve(dst netip.AddrPort) bool {
-	if s.active.Add(1) > int64(s.MaxConns) {
-		s.active.Add(-1)
-		if !s.full.Swap(true) {
-			s.Log.Warn("forward: connection limit reached; refusing new connections from the tunnel", "limit", s.MaxConns, "to", dst.String())
-		}
-		return false
+	ok, refused := s.conns.Admit()
+	if !ok && refused == 1 {
+		s.Log.Warn("forward: connection limit reached; refusing new connections from the tunnel", "limit", s.MaxConns, "to", dst.String())
 	}
-	return true
+	return ok
 }
 
-// release gives back a place taken by reserve.
-func (s *Server) release() {
-	if s.active.Add(-1) < int64(s.MaxConns) {
-		s.full.Store(false)
-	}
+// refused reports whether err means the target actively refused (RST or
+// ICMP unreachable), as opposed to a timeout.
+func refused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.Is(err, syscall.ENETUNREACH)
 }
 
 // relayUDP moves datagrams between the peer's flow c and a connected host
@@ -312,11 +311,11 @@ func (s *Server) relayUDP(r *netstack.UDPRequest, c net.Conn, target string, tim
 		rec.BytesIn, rec.BytesOut, rec.Duration = toHost.Load(), toPeer.Load(), time.Since(start)
 		s.Monitor.Conn(rec)
 	}()
-	if !s.conns.add(host) {
+	if !s.conns.Hold(host) {
 		c.Close()
 		return
 	}
-	defer s.conns.remove(host)
+	defer s.conns.Unhold(host)
 	var once sync.Once
 	stop := func() { once.Do(func() { c.Close(); host.Close() }) }
 	var refusedByTarget atomic.Bool

@@ -4,7 +4,8 @@
 //
 // It carries any JSON object and knows nothing of what the entries say
 // (flows, say): the caller marshals, logtail delivers. It shares only the
-// wire protocol with the collector:
+// wire protocol (package logproto, which also holds the stream IDs) with
+// the collector:
 //
 //	POST {BaseURL}/c/{collection}/{private ID, 64 hex digits}
 //	Content-Type: application/json
@@ -15,8 +16,8 @@
 // A stream is named by a collection and a 32-byte private ID; its public
 // ID, the SHA-256 of the private ID, names it to readers. Each entry gets a
 // "logtail" member: client_time (RFC 3339, nanoseconds, UTC), proc_id (16
-// hex digits, random per process) and proc_seq (1, 2, 3, … per stream and
-// process), so that a reader finds gaps and the collector drops an entry
+// hex digits, random per Logger) and proc_seq (1, 2, 3, … per stream and
+// Logger), so that a reader finds gaps and the collector drops an entry
 // sent twice. 200 is success; any other answer, or none, is retried with
 // capped exponential backoff and jitter, honouring Retry-After.
 //
@@ -50,12 +51,14 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/wgsidecar/sidecar/logproto"
 )
 
 // MaxEntryBytes bounds one entry, compacted, as given to Write (a quarter
 // of MaxBuffer, if that is less). The collector accepts entries up to at
 // least twice this size.
-const MaxEntryBytes = 1 << 20
+const MaxEntryBytes = logproto.MaxEntryBytes
 
 const (
 	// stampReserve bounds the "logtail" member that Write adds.
@@ -64,7 +67,8 @@ const (
 	maxLineBytes = MaxEntryBytes + stampReserve
 	// maxBatchBytes bounds an upload's JSON array (before compression)
 	// unless it holds a single longer entry. A zstd frame of this size
-	// needs a window the collector is bound to accept (8 MiB, RFC 9659).
+	// needs a window the collector is bound to accept
+	// (logproto.MaxZstdWindow).
 	maxBatchBytes = 1 << 20
 	// uploadTimeout bounds one upload, request and answer.
 	uploadTimeout = time.Minute
@@ -202,7 +206,7 @@ func New(cfg Config) (*Logger, error) {
 	if cfg.CopyID != nil {
 		ids = append(ids, *cfg.CopyID)
 	}
-	base := strings.TrimRight(cfg.BaseURL, "/") + "/c/" + url.PathEscape(cfg.Collection) + "/"
+	base := strings.TrimRight(cfg.BaseURL, "/") + logproto.UploadPrefix + url.PathEscape(cfg.Collection) + "/"
 	for _, id := range ids {
 		s, err := l.openStream(cfg, id, base)
 		if err != nil {
@@ -265,8 +269,8 @@ func checkConfig(cfg *Config) error {
 		return fmt.Errorf("logtail: Config.BaseURL: %w", err)
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
 		return fmt.Errorf("logtail: Config.BaseURL %q: want http://HOST[:PORT] or https://…", cfg.BaseURL)
-	case !ValidCollection(cfg.Collection):
-		return fmt.Errorf("logtail: Config.Collection %q: want 1 to 128 letters, digits, '.', '_' or '-'", cfg.Collection)
+	case !logproto.ValidCollection(cfg.Collection):
+		return fmt.Errorf("logtail: Config.Collection %q: want 1 to %d letters, digits, '.', '_' or '-'", cfg.Collection, logproto.MaxCollectionLen)
 	case cfg.PrivateID.IsZero():
 		return errors.New("logtail: Config.PrivateID is required")
 	case cfg.CopyID != nil && *cfg.CopyID == cfg.PrivateID:
@@ -296,22 +300,6 @@ func checkConfig(cfg *Config) error {
 	return nil
 }
 
-// ValidCollection reports whether name is a collection name: 1 to 128
-// letters, digits, '.', '_' or '-'. The collector applies the same rule.
-func ValidCollection(name string) bool {
-	if len(name) == 0 || len(name) > 128 {
-		return false
-	}
-	for _, c := range []byte(name) {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 // Write stamps entry, one JSON object, with a "logtail" member and stores
 // it in each stream's disk buffer. When Write returns nil the entry is in
 // the buffer and survives the process being killed. The member name
@@ -338,7 +326,7 @@ func (l *Logger) Write(entry []byte) error {
 		return errors.New("logtail: entry is not a JSON object")
 	case len(obj) > l.maxEntry:
 		return fmt.Errorf("logtail: entry of %d bytes is over the limit of %d", len(obj), l.maxEntry)
-	case bytes.Contains(obj, []byte(`"logtail"`)) && hasMember(obj, "logtail"):
+	case bytes.Contains(obj, []byte(`"`+logproto.StampMember+`"`)) && hasMember(obj, logproto.StampMember):
 		return errors.New(`logtail: entry has a "logtail" member, which is reserved`)
 	}
 	now := time.Now()
@@ -391,11 +379,11 @@ func (l *Logger) write(s *stream, obj []byte, now time.Time) error {
 
 // stamp appends obj to dst with the "logtail" member as its first member.
 func (l *Logger) stamp(dst, obj []byte, seq uint64, now time.Time) []byte {
-	dst = append(dst, `{"logtail":{"client_time":"`...)
+	dst = append(dst, `{"`+logproto.StampMember+`":{"`+logproto.ClientTime+`":"`...)
 	dst = now.UTC().AppendFormat(dst, time.RFC3339Nano)
-	dst = append(dst, `","proc_id":"`...)
+	dst = append(dst, `","`+logproto.ProcID+`":"`...)
 	dst = append(dst, l.procID...)
-	dst = append(dst, `","proc_seq":`...)
+	dst = append(dst, `","`+logproto.ProcSeq+`":`...)
 	dst = strconv.AppendUint(dst, seq, 10)
 	dst = append(dst, '}')
 	if len(obj) > 2 { // not {}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wgsidecar/sidecar/logproto"
 )
 
 // upload is a stream's uploader goroutine: it waits for entries, lets a
@@ -22,41 +24,23 @@ import (
 // buffer is empty, or at once when Shutdown gives up.
 func (l *Logger) upload(s *stream) {
 	defer l.wg.Done()
-	retry := backoff{min: min(time.Second/2, l.maxRetry), max: l.maxRetry}
+	u := uploadState{retry: backoff{min: min(time.Second/2, l.maxRetry), max: l.maxRetry}, batchMax: maxBatchBytes}
 	var body, zbody []byte
-	failures := 0
-	// batchMax is halved after each 413 (a collector with lower limits)
-	// and doubled back after every 64 uploads that went through.
-	batchMax, sinceTooLarge := maxBatchBytes, 0
 	idle := s.buf.pendingBytes() == 0
 	for {
 		if idle {
-			if l.flushing() {
+			if !l.gather(s) {
 				return
-			}
-			select {
-			case <-s.wake:
-			case <-l.flush:
-			}
-			// Let a batch gather, unless one is already whole.
-			if !l.flushing() {
-				t := time.NewTimer(l.flushIvl)
-				select {
-				case <-t.C:
-				case <-s.full:
-				case <-l.flush:
-				}
-				t.Stop()
 			}
 			idle = false
 		}
 		if err := s.buf.sync(); err != nil {
 			l.log.Warn("logtail: fsync of the buffer failed", "err", err)
 		}
-		b, err := s.buf.next(body, batchMax)
+		b, err := s.buf.next(body, u.batchMax)
 		if err != nil {
 			l.log.Error("logtail: reading the buffer", "err", err)
-			if !l.sleep(retry.next(0)) {
+			if !l.sleep(u.retry.next(0)) {
 				return
 			}
 			continue
@@ -73,33 +57,77 @@ func (l *Logger) upload(s *stream) {
 		code, retryAfter, err := l.post(s, b.body, &zbody)
 		if err == nil {
 			s.buf.ack(b.end)
-			l.uploads.Add(1)
-			l.uploadedEntries.Add(uint64(b.n))
-			retry.reset()
-			if sinceTooLarge++; sinceTooLarge%64 == 0 {
-				batchMax = min(2*batchMax, maxBatchBytes)
-			}
-			if failures > 0 {
-				l.log.Info("logtail: upload succeeded again", "stream", s.pub.String()[:16], "failures", failures)
-				failures = 0
-			}
+			l.succeeded(s, &u, b.n)
 			continue
 		}
 		if l.ctx.Err() != nil {
 			return
 		}
-		if code == http.StatusRequestEntityTooLarge {
-			batchMax, sinceTooLarge = max(batchMax/2, 1), 0 // at least one entry goes
-		}
-		wait := retry.next(retryAfter)
-		failures++
-		l.failures.Add(1)
-		l.log.Log(l.ctx, failureLevel(failures), "logtail: upload failed; will retry", "stream", s.pub.String()[:16],
-			"entries", b.n, "retry_in", wait.Round(time.Millisecond), "err", err)
-		if !l.sleep(wait) {
+		if !l.sleep(l.failed(s, &u, b.n, code, retryAfter, err)) {
 			return
 		}
 	}
+}
+
+// uploadState is what a stream's upload goroutine keeps between uploads.
+type uploadState struct {
+	retry    backoff
+	failures int // uploads failed in a row
+	// batchMax is halved after each 413 (a collector with lower limits)
+	// and doubled back after every 64 uploads that went through.
+	batchMax, sinceTooLarge int
+}
+
+// gather waits for entries to send and lets a batch gather for the flush
+// interval, unless one is already whole or Shutdown has begun. It reports
+// false when Shutdown had begun before it waited: nothing is left to send.
+func (l *Logger) gather(s *stream) bool {
+	if l.flushing() {
+		return false
+	}
+	select {
+	case <-s.wake:
+	case <-l.flush:
+	}
+	if !l.flushing() {
+		t := time.NewTimer(l.flushIvl)
+		select {
+		case <-t.C:
+		case <-s.full:
+		case <-l.flush:
+		}
+		t.Stop()
+	}
+	return true
+}
+
+// succeeded counts an upload of n entries that the collector acknowledged.
+func (l *Logger) succeeded(s *stream, u *uploadState, n int) {
+	l.uploads.Add(1)
+	l.uploadedEntries.Add(uint64(n))
+	u.retry.reset()
+	if u.sinceTooLarge++; u.sinceTooLarge%64 == 0 {
+		u.batchMax = min(2*u.batchMax, maxBatchBytes)
+	}
+	if u.failures > 0 {
+		l.log.Info("logtail: upload succeeded again", "stream", s.pub.String()[:16], "failures", u.failures)
+		u.failures = 0
+	}
+}
+
+// failed counts and logs a failed upload of n entries (code is the
+// collector's status, 0 without an answer) and returns how long to wait
+// before the next try.
+func (l *Logger) failed(s *stream, u *uploadState, n, code int, retryAfter time.Duration, err error) time.Duration {
+	if code == http.StatusRequestEntityTooLarge {
+		u.batchMax, u.sinceTooLarge = max(u.batchMax/2, 1), 0 // at least one entry goes
+	}
+	wait := u.retry.next(retryAfter)
+	u.failures++
+	l.failures.Add(1)
+	l.log.Log(l.ctx, failureLevel(u.failures), "logtail: upload failed; will retry", "stream", s.pub.String()[:16],
+		"entries", n, "retry_in", wait.Round(time.Millisecond), "err", err)
+	return wait
 }
 
 // flushing reports whether Shutdown has begun.
@@ -137,7 +165,7 @@ func (l *Logger) post(s *stream, body []byte, zbody *[]byte) (code int, retryAft
 		return 0, 0, redactURL(err, s.logURL)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Content-Encoding", "zstd")
+	req.Header.Set("Content-Encoding", logproto.EncodingZstd)
 	resp, err := l.client.Do(req)
 	if err != nil {
 		return 0, 0, redactURL(err, s.logURL)

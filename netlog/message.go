@@ -1,14 +1,24 @@
-// Package netlog turns per-window flow statistics into flow-log messages
-// and writes them to sinks.
+// Package netlog is the flow logger: it cuts the flow statistics of both
+// layers into windows, turns each window into flow-log messages and writes
+// them to sinks.
 //
-// Build makes the messages of one window from plain flows: it sorts them,
-// sorts virtual-layer flows into virtual, subnet and exit traffic by the
-// class each was given, anonymises exit traffic unless detailed exit logging
-// is on, and splits a window that would not fit in MaxMessageSize into
-// several messages. A Sink (NDJSONSink) writes the messages out.
+// A Logger switches counting on in the wrappers it is given (any Device,
+// such as package wrap's TUN and Bind), keeps the window's tables in a
+// stats.Stats and cuts them every Window, early when a table fills. It
+// classifies each virtual-layer flow by the Routes (package classify) when
+// the flow is first seen in a window, and names the peer behind each
+// physical endpoint (PeerOf). Build makes the messages of one window from
+// these plain flows: it sorts them, sorts virtual-layer flows into
+// virtual, subnet and exit traffic by their class, anonymises exit traffic
+// unless detailed exit logging is on, and splits a window that would not
+// fit in MaxMessageSize into several messages. A Sink writes the messages
+// out: NDJSONSink (a stream or a file), MemorySink (kept in process) or
+// StreamSink (a log stream, through an EntryWriter such as
+// *logtail.Logger).
 //
-// netlog depends on package classify and on plain addresses; it knows
-// nothing of gVisor or WireGuard, nor of how flows are counted.
+// netlog depends on packages stats and classify and on plain addresses; it
+// knows nothing of gVisor or WireGuard (the wrappers are Devices to it),
+// nor of the log stream's protocol.
 package netlog
 
 import (

@@ -189,10 +189,7 @@ func memInUse() int64 {
 // waitIdle waits until the server serves no connection.
 func waitIdle(s *Server) {
 	for {
-		s.mu.Lock()
-		n := s.active
-		s.mu.Unlock()
-		if n == 0 {
+		if n, _ := s.conns.Counts(); n == 0 {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wgsidecar/sidecar/relay"
 )
 
 // hostDialer is a Dialer on the host network that reaches loopback only:
@@ -152,7 +154,7 @@ func (s *sharedCounts) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 // startSOCKS5 starts a SOCKS5 proxy on loopback and closes it when the
 // test ends.
-func startSOCKS5(t testing.TB, cfg SOCKS5Config, d Dialer) *Server {
+func startSOCKS5(t testing.TB, cfg SOCKS5Config, d relay.Dialer) *Server {
 	t.Helper()
 	if cfg.BindAddress == "" {
 		cfg.BindAddress = "127.0.0.1:0"
@@ -170,7 +172,7 @@ func startSOCKS5(t testing.TB, cfg SOCKS5Config, d Dialer) *Server {
 
 // startHTTP starts an HTTP proxy on loopback and closes it when the test
 // ends.
-func startHTTP(t testing.TB, cfg HTTPConfig, d Dialer) *Server {
+func startHTTP(t testing.TB, cfg HTTPConfig, d relay.Dialer) *Server {
 	t.Helper()
 	if cfg.BindAddress == "" {
 		cfg.BindAddress = "127.0.0.1:0"

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar/monitor"
+	"github.com/wgsidecar/sidecar/relay"
 )
 
 // HTTPConfig configures an HTTP proxy. The zero value listens on
@@ -29,7 +30,7 @@ type HTTPConfig struct {
 	// Username and Password, when either is set, are required of every
 	// request as Basic credentials in Proxy-Authorization.
 	Username, Password string
-	// MaxConns bounds the concurrent client connections; DefaultMaxConns
+	// MaxConns bounds the concurrent client connections; relay.DefaultMaxConns
 	// when zero. Connections beyond it are closed at once.
 	MaxConns int
 	// Logger receives the proxy's logs; slog.Default() when nil.
@@ -67,7 +68,7 @@ var hopHeaders = []string{
 // background goroutines until Close: CONNECT host:port is tunnelled, and
 // requests for absolute http:// (or https://) URLs are forwarded, both
 // through d.
-func ListenHTTP(cfg HTTPConfig, d Dialer) (*Server, error) {
+func ListenHTTP(cfg HTTPConfig, d relay.Dialer) (*Server, error) {
 	bind := cfg.BindAddress
 	if bind == "" {
 		bind = defaultHTTPBindAddr
@@ -104,9 +105,9 @@ func ListenHTTP(cfg HTTPConfig, d Dialer) (*Server, error) {
 		BaseContext:       func(net.Listener) context.Context { return s.ctx },
 		ConnState:         h.connState,
 	}
-	s.wg.Add(1)
+	s.conns.Enter()
 	go func() {
-		defer s.wg.Done()
+		defer s.conns.Done()
 		s.http.Serve(httpListener{s})
 	}()
 	s.log.Info("http proxy listening", "auth", h.auth)
@@ -135,8 +136,8 @@ func (l httpListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		if !l.s.enter() {
-			l.s.release()
+		if !l.s.conns.Enter() {
+			l.s.conns.Release()
 			c.Close()
 			return nil, net.ErrClosed
 		}
@@ -157,7 +158,7 @@ type httpConn struct {
 
 func (c *httpConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.s.release)
+	c.once.Do(c.s.conns.Release)
 	return err
 }
 
@@ -174,7 +175,7 @@ func (c *httpConn) CloseWrite() error {
 // handler that relays it.
 func (h *httpProxy) connState(_ net.Conn, state http.ConnState) {
 	if state == http.StateClosed || state == http.StateHijacked {
-		h.s.wg.Done()
+		h.s.conns.Done()
 	}
 }
 
@@ -262,12 +263,12 @@ func (h *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	// The relay outlives net/http's interest in the connection: count
 	// it before hijacking ends that interest.
-	if !h.s.enter() {
+	if !h.s.conns.Enter() {
 		up.Close()
 		http.Error(w, "503 Service Unavailable: proxy closing", http.StatusServiceUnavailable)
 		return
 	}
-	defer h.s.wg.Done()
+	defer h.s.conns.Done()
 	c, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		up.Close()
@@ -281,16 +282,16 @@ func (h *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 		b, _ := brw.Reader.Peek(n)
 		early = append([]byte(nil), b...)
 	}
-	if !h.s.hold(c) {
+	if !h.s.conns.Hold(c) {
 		up.Close()
 		return
 	}
-	defer h.s.unhold(c)
-	if !h.s.hold(up) {
+	defer h.s.conns.Unhold(c)
+	if !h.s.conns.Hold(up) {
 		c.Close()
 		return
 	}
-	defer h.s.unhold(up)
+	defer h.s.conns.Unhold(up)
 	c.SetWriteDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		c.Close()
@@ -322,22 +323,7 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 	// not as long as the client keeps its writing side open.
 	ctx, cancel := context.WithCancel(h.s.ctx)
 	defer cancel()
-	out := r.Clone(ctx)
-	out.RequestURI = ""
-	out.URL.User = nil
-	// The target's authority wins over the Host field (RFC 9112 §3.2.2).
-	out.Host = ""
-	out.Close = false
-	if r.ContentLength == 0 {
-		out.Body = nil // a server request's empty body is not nil
-	}
-	// Trailers arrive in r.Trailer after the body; share the map.
-	out.Trailer = r.Trailer
-	removeHopByHop(out.Header)
-	addVia(out.Header, r.ProtoMajor, r.ProtoMinor)
-	if _, ok := out.Header["User-Agent"]; !ok {
-		out.Header["User-Agent"] = []string{""} // not Go's own
-	}
+	out := upstreamRequest(ctx, r)
 
 	start := time.Now()
 	sent := &countingBody{}
@@ -357,7 +343,52 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 	rec := monitor.ConnRecord{Kind: "http", From: r.RemoteAddr, To: r.URL.Host, Verdict: "open"}
 	h.s.mon.TraceConn(monitor.FromApp, rec)
 	defer resp.Body.Close()
+	writeHeader(w, rc, resp)
 
+	received, err := h.copyBody(w, rc, resp.Body)
+	rec.BytesIn, rec.BytesOut, rec.Duration = uint64(received), sent.n.Load(), time.Since(start)
+	if err != nil {
+		rec.Verdict = "error: response body cut off: " + err.Error()
+		h.s.mon.Conn(rec)
+		// The client must not mistake a cut-off body for a whole
+		// one: abort the response, which closes the connection.
+		h.s.log.Debug("http proxy: response body cut off", "client", r.RemoteAddr, "target", r.RequestURI, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	rec.Verdict = fmt.Sprintf("ok %d", resp.StatusCode)
+	h.s.mon.Conn(rec)
+	dst := w.Header()
+	for k, vv := range resp.Trailer {
+		dst[k] = vv
+	}
+}
+
+// upstreamRequest returns the request to send upstream for the client's
+// request r, in ctx: its absolute URL without user info, its headers
+// without hop-by-hop fields and with our Via, its body and trailers.
+func upstreamRequest(ctx context.Context, r *http.Request) *http.Request {
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	out.URL.User = nil
+	// The target's authority wins over the Host field (RFC 9112 §3.2.2).
+	out.Host = ""
+	out.Close = false
+	if r.ContentLength == 0 {
+		out.Body = nil // a server request's empty body is not nil
+	}
+	// Trailers arrive in r.Trailer after the body; share the map.
+	out.Trailer = r.Trailer
+	removeHopByHop(out.Header)
+	addVia(out.Header, r.ProtoMajor, r.ProtoMinor)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // not Go's own
+	}
+	return out
+}
+
+// writeHeader sends the client the upstream's status and header, without
+// hop-by-hop fields, with the trailers it announces and our Via.
+func writeHeader(w http.ResponseWriter, rc *http.ResponseController, resp *http.Response) {
 	removeHopByHop(resp.Header)
 	resp.Header.Del("Trailer")
 	dst := w.Header()
@@ -372,22 +403,6 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 	// The header goes out now, not with the first piece of body: the
 	// client may be waiting for it before it sends the rest of its own.
 	rc.Flush()
-
-	received, err := h.copyBody(w, rc, resp.Body)
-	rec.BytesIn, rec.BytesOut, rec.Duration = uint64(received), sent.n.Load(), time.Since(start)
-	if err != nil {
-		rec.Verdict = "error: response body cut off: " + err.Error()
-		h.s.mon.Conn(rec)
-		// The client must not mistake a cut-off body for a whole
-		// one: abort the response, which closes the connection.
-		h.s.log.Debug("http proxy: response body cut off", "client", r.RemoteAddr, "target", r.RequestURI, "err", err)
-		panic(http.ErrAbortHandler)
-	}
-	rec.Verdict = fmt.Sprintf("ok %d", resp.StatusCode)
-	h.s.mon.Conn(rec)
-	for k, vv := range resp.Trailer {
-		dst[k] = vv
-	}
 }
 
 // copyBody streams an upstream body to the client, flushing after every

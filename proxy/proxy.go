@@ -1,17 +1,17 @@
 // Package proxy owns the SOCKS5 and HTTP proxy protocols: it accepts
-// clients on the host network and reaches what they ask for through a
-// Dialer it is given. It knows nothing of WireGuard or gVisor.
+// clients on the host network and reaches what they ask for through the
+// relay.Dialer it is given. It knows nothing of WireGuard or gVisor.
 //
 // Both proxies share one Server type: a listener, a bound on concurrent
-// client connections, and a Close that ends every relayed connection and
-// UDP association and waits for all the goroutines it started.
+// client connections (a relay.Limiter, which also holds what Close must
+// end), and a Close that ends every relayed connection and UDP association
+// and waits for all the goroutines it started.
 package proxy
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,21 +22,6 @@ import (
 	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/relay"
 )
-
-// Dialer is what the proxies need from a node; package sidecar's *Node
-// satisfies it. DialContext resolves host names itself (through the
-// tunnel's DNS, for a node), LookupNetIP resolves a name for a UDP
-// datagram, and ListenPacket("udp", ":0") opens a UDP socket on the
-// node's tunnel address.
-type Dialer interface {
-	DialContext(ctx context.Context, network, address string) (net.Conn, error)
-	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
-	ListenPacket(network, address string) (net.PacketConn, error)
-}
-
-// DefaultMaxConns bounds a proxy's concurrent client connections when its
-// config leaves MaxConns zero.
-const DefaultMaxConns = 1024
 
 const (
 	// handshakeTimeout bounds a client's SOCKS5 handshake and the header
@@ -51,23 +36,20 @@ const (
 
 // Server is a running proxy. Its methods are safe for concurrent use.
 type Server struct {
-	kind     string           // "socks5" or "http", for connection records
-	mon      *monitor.Monitor // the dialer's (a node's), or nil
-	ln       net.Listener
-	d        Dialer
-	log      *slog.Logger
-	maxConns int
+	kind string           // "socks5" or "http", for connection records
+	mon  *monitor.Monitor // the dialer's (a node's), or nil
+	ln   net.Listener
+	d    relay.Dialer
+	log  *slog.Logger
 
 	// ctx is cancelled by Close; every dial and request derives from it.
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	closed  bool
-	active  int                    // client connections admitted and not yet closed
-	refused int                    // connections refused in the current burst
-	held    map[io.Closer]struct{} // closed by Close: client and upstream conns, UDP sockets
-	wg      sync.WaitGroup         // every goroutine the server started
+	// conns counts client connections against MaxConns, holds what Close
+	// ends (client and upstream conns, UDP sockets) and counts every
+	// goroutine the server started.
+	conns *relay.Limiter
 
 	closeOnce sync.Once
 	closeErr  error
@@ -77,21 +59,17 @@ type Server struct {
 	transport *http.Transport
 }
 
-func newServer(kind string, ln net.Listener, d Dialer, maxConns int, log *slog.Logger) *Server {
-	if maxConns <= 0 {
-		maxConns = DefaultMaxConns
-	}
+func newServer(kind string, ln net.Listener, d relay.Dialer, maxConns int, log *slog.Logger) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		kind:     kind,
-		mon:      monitor.Of(d),
-		ln:       ln,
-		d:        d,
-		log:      log,
-		maxConns: maxConns,
-		ctx:      ctx,
-		cancel:   cancel,
-		held:     make(map[io.Closer]struct{}),
+		kind:   kind,
+		mon:    monitor.Of(d),
+		ln:     ln,
+		d:      d,
+		log:    log,
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  relay.NewLimiter(maxConns),
 	}
 }
 
@@ -112,12 +90,6 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // every goroutine the server started has finished. It is idempotent.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		held := s.held
-		s.held = nil
-		s.mu.Unlock()
-
 		s.cancel()
 		err := s.ln.Close()
 		if s.http != nil {
@@ -125,10 +97,7 @@ func (s *Server) Close() error {
 			// it has not handed to a handler by hijacking.
 			s.http.Close()
 		}
-		for c := range held {
-			c.Close()
-		}
-		s.wg.Wait()
+		s.conns.Close()
 		if s.transport != nil {
 			// Every handler has returned, so no upstream connection
 			// is in use any more.
@@ -146,80 +115,26 @@ func (s *Server) Close() error {
 // connections are open already. The first refusal of a burst is logged,
 // and so is the end of the burst.
 func (s *Server) admit() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.active >= s.maxConns {
-		s.refused++
-		if s.refused == 1 {
-			s.log.Warn("connection limit reached; refusing new connections", "max_conns", s.maxConns)
-		}
-		return false
+	ok, refused := s.conns.Admit()
+	switch {
+	case !ok && refused == 1:
+		s.log.Warn("connection limit reached; refusing new connections", "max_conns", s.conns.Max())
+	case ok && refused > 0:
+		s.log.Info("accepting connections again", "refused", refused)
 	}
-	s.active++
-	if s.refused > 0 {
-		s.log.Info("accepting connections again", "refused", s.refused)
-		s.refused = 0
-	}
-	return true
-}
-
-// release uncounts a client connection that admit counted.
-func (s *Server) release() {
-	s.mu.Lock()
-	s.active--
-	s.mu.Unlock()
-}
-
-// hold registers c to be closed by Close. It reports false, having closed
-// c, when the server is closed already.
-func (s *Server) hold(c io.Closer) bool {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		c.Close()
-		return false
-	}
-	s.held[c] = struct{}{}
-	s.mu.Unlock()
-	return true
-}
-
-// unhold forgets c; the caller closes it.
-func (s *Server) unhold(c io.Closer) {
-	s.mu.Lock()
-	delete(s.held, c)
-	s.mu.Unlock()
-}
-
-// enter counts a goroutine that Close must wait for, or reports false
-// when the server is closed. A true result must be matched by s.wg.Done.
-func (s *Server) enter() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	return true
-}
-
-// isClosed reports whether Close has begun.
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
+	return ok
 }
 
 // acceptLoop accepts client connections until the listener is closed,
 // admitting each against MaxConns and serving it with handle in its own
 // goroutine. handle need not close the connection.
 func (s *Server) acceptLoop(handle func(net.Conn)) {
-	defer s.wg.Done()
+	defer s.conns.Done()
 	var backoff time.Duration
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
-			if s.isClosed() || errors.Is(err, net.ErrClosed) {
+			if s.conns.Closed() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			// Out of file descriptors and the like: wait and retry,
@@ -236,25 +151,25 @@ func (s *Server) acceptLoop(handle func(net.Conn)) {
 		backoff = 0
 		if !s.admit() {
 			s.mon.DropConn(monitor.FromApp, monitor.ConnLimit, monitor.ConnRecord{
-				Kind: s.kind, From: c.RemoteAddr().String(), Verdict: fmt.Sprintf("refused: limit of %d connections", s.maxConns)})
+				Kind: s.kind, From: c.RemoteAddr().String(), Verdict: fmt.Sprintf("refused: limit of %d connections", s.conns.Max())})
 			c.Close()
 			continue
 		}
-		if !s.enter() {
-			s.release()
+		if !s.conns.Enter() {
+			s.conns.Release()
 			c.Close()
 			return
 		}
-		if !s.hold(c) {
-			s.release()
-			s.wg.Done()
+		if !s.conns.Hold(c) {
+			s.conns.Release()
+			s.conns.Done()
 			return
 		}
 		go func() {
-			defer s.wg.Done()
-			defer s.release()
+			defer s.conns.Done()
+			defer s.conns.Release()
 			defer c.Close()
-			defer s.unhold(c)
+			defer s.conns.Unhold(c)
 			handle(c)
 		}()
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar/monitor"
+	"github.com/wgsidecar/sidecar/relay"
 )
 
 // SOCKS5Config configures a SOCKS5 proxy (RFC 1928). The zero value
@@ -31,8 +32,8 @@ type SOCKS5Config struct {
 	// let in whatever it sends.
 	Username, Password string
 	// MaxConns bounds the concurrent client connections, UDP
-	// associations' control connections included; DefaultMaxConns when
-	// zero. Connections beyond it are closed at once.
+	// associations' control connections included; relay.DefaultMaxConns
+	// when zero. Connections beyond it are closed at once.
 	MaxConns int
 	// Logger receives the proxy's logs; slog.Default() when nil.
 	Logger *slog.Logger
@@ -93,7 +94,7 @@ var (
 // background goroutines until Close: CONNECT and UDP ASSOCIATE through d,
 // with domain names resolved by d (as socks5h:// clients expect). BIND is
 // refused as not supported.
-func ListenSOCKS5(cfg SOCKS5Config, d Dialer) (*Server, error) {
+func ListenSOCKS5(cfg SOCKS5Config, d relay.Dialer) (*Server, error) {
 	if len(cfg.Username) > 255 || len(cfg.Password) > 255 {
 		return nil, errors.New("proxy: socks5: username and password are at most 255 bytes each (RFC 1929)")
 	}
@@ -116,7 +117,7 @@ func ListenSOCKS5(cfg SOCKS5Config, d Dialer) (*Server, error) {
 	if p.timeout <= 0 {
 		p.timeout = handshakeTimeout
 	}
-	s.wg.Add(1)
+	s.conns.Enter()
 	go s.acceptLoop(p.serve)
 	s.log.Info("socks5 proxy listening", "auth", p.auth)
 	return s, nil
@@ -447,10 +448,10 @@ func (p *socks5) connect(c net.Conn, dst socksAddr) {
 		lingeringClose(c)
 		return
 	}
-	if !p.s.hold(up) {
+	if !p.s.conns.Hold(up) {
 		return
 	}
-	defer p.s.unhold(up)
+	defer p.s.conns.Unhold(up)
 	if err := writeReply(c, repSucceeded, addrPortOf(up.LocalAddr())); err != nil {
 		up.Close()
 		return

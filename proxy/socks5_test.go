@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/relay"
 )
 
 func TestSOCKS5CurlNoAuth(t *testing.T) {
@@ -160,7 +161,7 @@ func TestSOCKS5ReplyCodes(t *testing.T) {
 
 	for _, tc := range []struct {
 		name   string
-		d      Dialer
+		d      relay.Dialer
 		target string
 		want   byte
 	}{

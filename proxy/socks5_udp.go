@@ -67,10 +67,10 @@ func (p *socks5) associate(ctrl net.Conn, want socksAddr) {
 		writeReply(ctrl, repGeneralFailure, netip.AddrPort{})
 		return
 	}
-	if !p.s.hold(cc) {
+	if !p.s.conns.Hold(cc) {
 		return
 	}
-	defer p.s.unhold(cc)
+	defer p.s.conns.Unhold(cc)
 	defer cc.Close()
 	tun, err := p.s.d.ListenPacket("udp", ":0")
 	if err != nil {
@@ -78,10 +78,10 @@ func (p *socks5) associate(ctrl net.Conn, want socksAddr) {
 		writeReply(ctrl, socksReplyFor(err), netip.AddrPort{})
 		return
 	}
-	if !p.s.hold(tun) {
+	if !p.s.conns.Hold(tun) {
 		return
 	}
-	defer p.s.unhold(tun)
+	defer p.s.conns.Unhold(tun)
 	defer tun.Close()
 	if err := writeReply(ctrl, repSucceeded, addrPortOf(cc.LocalAddr())); err != nil {
 		return

@@ -1,7 +1,9 @@
-// Package relay copies bytes both ways between two connections, passing a
-// half-close on and holding little memory while a connection is idle. It
-// is shared by the proxies and the forwards; it knows nothing of where the
-// connections come from.
+// Package relay owns what every proxy and forward shares: copying bytes
+// both ways between two connections (passing a half-close on and holding
+// little memory while a connection is idle), the Dialer through which they
+// reach the tunnel, and the Limiter that counts their connections against
+// a maximum and ends them all on Close. It knows nothing of where the
+// connections come from or of the protocols spoken over them.
 package relay
 
 import (

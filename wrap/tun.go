@@ -1,13 +1,18 @@
 // Package wrap owns the counting wrappers around the two edges of a
-// WireGuard node: the tun.Device (the virtual layer, one IP packet at a
-// time, keyed by 5-tuple) and the conn.Bind (the physical layer, one
-// WireGuard datagram at a time, keyed by the remote UDP endpoint). The
-// source side of every key is this node.
+// WireGuard node: the tun.Device (the virtual layer: each IP packet of a
+// batch, keyed by its 5-tuple with this node's side as the source) and the
+// conn.Bind (the physical layer: each WireGuard datagram, keyed by the
+// remote UDP endpoint with protocol 0; the source, the peer behind the
+// endpoint, is left for the flow logger to fill in). The bind also counts
+// handshake and keepalive messages by kind, and notes for each endpoint
+// when a handshake initiation was last sent and a send last failed, for a
+// watchdog.
 //
-// Counting goes into a *stats.Stats set with SetStatistics; with none set a
-// wrapper costs one atomic load per batch. wrap knows nothing of
-// classification or logging, and nothing of gVisor beyond its header
-// parsers.
+// Counting goes into a *stats.Stats set with SetStatistics; with none set,
+// the TUN wrapper costs one atomic load per batch and the bind wrapper a
+// comparison per datagram more. wrap knows nothing of classification or
+// logging, and nothing of gVisor: it reads the few IP header fields it
+// needs itself.
 package wrap
 
 import (
