@@ -24,6 +24,7 @@ import (
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/control"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
@@ -70,8 +71,8 @@ func TestControlStatus(t *testing.T) {
 		t.Errorf("control socket mode %v; want a socket with 0600", fi.Mode())
 	}
 
-	serveHTTP(t, b, "b")
-	get(t, a.HTTPClient(), "http://10.99.0.2/")
+	testnet.ServeHTTP(t, b, "b")
+	testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/")
 
 	st := status(t, socks[0])
 	if st.PublicKey != a.PublicKey().String() || st.NodeID != sidecar.NodeID(a.PublicKey()) {
@@ -108,7 +109,7 @@ func TestControlStatusListeners(t *testing.T) {
 			cfg.Metrics = &wgconf.Metrics{BindAddress: "127.0.0.1:0"}
 		}
 	})
-	serveHTTP(t, nodes[1], "b")
+	testnet.ServeHTTP(t, nodes[1], "b")
 	st := status(t, socks[0])
 	if len(st.Listeners) != 1 {
 		t.Fatalf("listeners %+v; want the one forward", st.Listeners)
@@ -119,14 +120,14 @@ func TestControlStatusListeners(t *testing.T) {
 	}
 	if l.Conns != nil {
 		// Counted: one connection through the forward shows.
-		if got := get(t, http.DefaultClient, "http://"+l.Listen+"/"); !strings.HasPrefix(got, "b saw") {
+		if got := testnet.Get(t, http.DefaultClient, "http://"+l.Listen+"/"); !strings.HasPrefix(got, "b saw") {
 			t.Fatalf("through the forward: %q", got)
 		}
 		http.DefaultClient.CloseIdleConnections()
 		if c := status(t, socks[0]).Listeners[0].Conns; c.Accepted != 1 {
 			t.Errorf("after one connection: %+v", c)
 		}
-		_, text := httpGet(t, "http://"+nodes[0].MetricsAddr().String()+"/metrics")
+		_, text := testnet.GetStatus(t, "http://"+nodes[0].MetricsAddr().String()+"/metrics")
 		want := fmt.Sprintf("wgsidecar_forward_connections_total{kind=%q,listen=%q} 1\n", l.Kind, l.Listen)
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, text)
@@ -151,8 +152,8 @@ func TestControlFlows(t *testing.T) {
 	if !fl.FlowLog.Enabled || fl.FlowLog.Window != "1h0m0s" || len(fl.Messages) != 0 {
 		t.Errorf("before any window: %+v", fl)
 	}
-	serveHTTP(t, b, "b")
-	get(t, a.HTTPClient(), "http://10.99.0.2/")
+	testnet.ServeHTTP(t, b, "b")
+	testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/")
 	if err := a.CutFlows(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -441,20 +442,6 @@ func TestParseExpositionRejects(t *testing.T) {
 	}
 }
 
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
-}
-
 func TestMetrics(t *testing.T) {
 	// A collector that takes every upload: the log stream's counters move.
 	var posts atomic.Int64
@@ -463,7 +450,7 @@ func TestMetrics(t *testing.T) {
 		posts.Add(1)
 	}))
 	t.Cleanup(collector.Close) // after the nodes' own cleanups: their last window uploads
-	socksAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
+	socksAddr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t, "tcp"))
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{Configure: func(i int, cfg *wgconf.Config) {
 		cfg.Metrics = &wgconf.Metrics{BindAddress: "127.0.0.1:0"}
 		cfg.FlowLog = &wgconf.FlowLog{Window: time.Hour, Output: filepath.Join(t.TempDir(), "flows.ndjson")}
@@ -479,16 +466,16 @@ func TestMetrics(t *testing.T) {
 	}
 	base := "http://" + a.MetricsAddr().String()
 
-	if code, body := httpGet(t, base+"/healthz"); code != 200 || body != "ok\n" {
+	if code, body := testnet.GetStatus(t, base+"/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
 	}
 	// No traffic yet, so no handshake: not ready, and it says why.
-	if code, body := httpGet(t, base+"/readyz"); code != 503 || !strings.Contains(body, "handshake") {
+	if code, body := testnet.GetStatus(t, base+"/readyz"); code != 503 || !strings.Contains(body, "handshake") {
 		t.Errorf("/readyz before any handshake: %d %q; want 503 with the reason", code, body)
 	}
 
-	serveHTTP(t, b, "b")
-	get(t, a.HTTPClient(), "http://10.99.0.2/")
+	testnet.ServeHTTP(t, b, "b")
+	testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/")
 	// A SOCKS5 client with the wrong password is refused.
 	if c, err := net.Dial("tcp", socksAddr); err == nil {
 		c.Write([]byte{5, 1, 2})
@@ -508,7 +495,7 @@ func TestMetrics(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // the window's upload
 	}
 
-	if code, body := httpGet(t, base+"/readyz"); code != 200 {
+	if code, body := testnet.GetStatus(t, base+"/readyz"); code != 200 {
 		t.Errorf("/readyz after traffic: %d %q", code, body)
 	}
 	resp, err := http.Get(base + "/metrics")
@@ -635,13 +622,13 @@ func TestControlAndMetricsCloseLeavesNoGoroutine(t *testing.T) {
 			cfg.Metrics = &wgconf.Metrics{BindAddress: "127.0.0.1:0"}
 			cfg.FlowLog = &wgconf.FlowLog{Window: time.Hour, Output: filepath.Join(t.TempDir(), "flows.ndjson")}
 		})
-		serveHTTP(t, nodes[1], "b")
-		get(t, nodes[0].HTTPClient(), "http://10.99.0.2/")
+		testnet.ServeHTTP(t, nodes[1], "b")
+		testnet.Get(t, nodes[0].HTTPClient(), "http://10.99.0.2/")
 		status(t, socks[0])
 		if _, err := control.NewClient(socks[0]).Flows(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		httpGet(t, "http://"+nodes[0].MetricsAddr().String()+"/metrics")
+		testnet.GetStatus(t, "http://"+nodes[0].MetricsAddr().String()+"/metrics")
 		http.DefaultClient.CloseIdleConnections()
 	})
 	check()
