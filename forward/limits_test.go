@@ -1,4 +1,4 @@
-package sidecar_test
+package forward_test
 
 import (
 	"bufio"

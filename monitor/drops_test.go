@@ -1,4 +1,4 @@
-package sidecar_test
+package monitor_test
 
 import (
 	"context"
