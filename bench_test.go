@@ -367,18 +367,8 @@ func newEchoNet(b *testing.B, kind string) benchNet {
 	return bn
 }
 
-// echo64 answers every 64-byte message on c.
-func echo64(c net.Conn) {
-	buf := make([]byte, 64)
-	for {
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return
-		}
-		if _, err := c.Write(buf); err != nil {
-			return
-		}
-	}
-}
+// echo64 answers every 64-byte message on a connection.
+var echo64 = testnet.EchoMessages(64)
 
 // BenchmarkRequestResponse: 64-byte request, 64-byte response, one at a
 // time on one TCP connection; ns/op is the round trip, and p50/p99 are

@@ -333,22 +333,7 @@ func BenchmarkWireRequestResponse(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 64)
-		for {
-			if _, err := io.ReadFull(c, buf); err != nil {
-				return
-			}
-			if _, err := c.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
+	testnet.Serve(b, ln, testnet.EchoMessages(64))
 	c, err := w.a.DialContext(context.Background(), "tcp", "10.1.0.2:7")
 	if err != nil {
 		b.Fatal(err)

@@ -171,3 +171,19 @@ func EchoDatagram(b []byte, _ net.Addr) []byte { return b }
 
 // UpperDatagram answers a datagram with itself in upper case.
 func UpperDatagram(b []byte, _ net.Addr) []byte { return bytes.ToUpper(b) }
+
+// EchoMessages answers every size-byte message on c with itself, until c
+// ends: a request/response server.
+func EchoMessages(size int) func(net.Conn) {
+	return func(c net.Conn) {
+		buf := make([]byte, size)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}
+}
