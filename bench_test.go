@@ -20,6 +20,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/forward"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
@@ -275,10 +276,10 @@ func BenchmarkForward(b *testing.B) {
 	defer fwd.Close()
 	dial := func() (net.Conn, error) { return net.Dial("tcp", fwd.Addr().String()) }
 	b.Run("bulk", func(b *testing.B) { benchBulk(b, ln, dial, 1, false) })
-	b.Run("connect", func(b *testing.B) {
-		go echoServer(ln)
-		benchConnect(b, dial)
-	})
+	// Served once the bulk case, which accepts on ln itself, is done; for
+	// the whole of connect, whose function runs again for each b.N.
+	testnet.Serve(b, ln, echo64)
+	b.Run("connect", func(b *testing.B) { benchConnect(b, dial) })
 }
 
 // pairKinds names the implementations every comparative benchmark runs:
@@ -358,35 +359,16 @@ func (bn benchNet) serve(b *testing.B) net.Listener {
 	return ln
 }
 
-// newEchoNet is newBenchNet with an echoServer on the server node's TCP
+// newEchoNet is newBenchNet with echo64 on the server node's TCP
 // port.
 func newEchoNet(b *testing.B, kind string) benchNet {
 	bn := newBenchNet(b, kind)
-	go echoServer(bn.serve(b))
+	testnet.Serve(b, bn.serve(b), echo64)
 	return bn
 }
 
-// echoServer answers every 64-byte message on every connection.
-func echoServer(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, 64)
-			for {
-				if _, err := io.ReadFull(c, buf); err != nil {
-					return
-				}
-				if _, err := c.Write(buf); err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
+// echo64 answers every 64-byte message on a connection.
+var echo64 = testnet.EchoMessages(64)
 
 // BenchmarkRequestResponse: 64-byte request, 64-byte response, one at a
 // time on one TCP connection; ns/op is the round trip, and p50/p99 are

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/wgsidecar/sidecar/classify"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wrap"
@@ -18,7 +17,7 @@ func (n *Node) startFlowLog() error {
 	fl, err := netlog.StartNode(netlog.NodeConfig{
 		FlowLog: n.cfg.FlowLog, LogStream: n.cfg.LogStream, Extra: n.opts.FlowSink,
 		KeepLatest: n.cfg.Control != nil, NodeID: NodeID(n.public),
-		Routes: n.classRoutes(n.PeerConfig()), PeerEndpoints: n.peerEndpoints,
+		Routes: netlog.ClassRoutes(n.cfg, n.PeerConfig()), PeerEndpoints: n.peerEndpoints,
 		StreamFlush: n.opts.LogStreamFlush, Log: n.log,
 	}, n.tun, n.bind)
 	if err != nil {
@@ -50,20 +49,6 @@ func (n *Node) flowNodeID() string {
 		return fl.NodeID
 	}
 	return NodeID(n.public)
-}
-
-// classRoutes is what classifies flows: this node's addresses and offered
-// subnets, and each peer's AllowedIPs.
-func (n *Node) classRoutes(peers []wgconf.Peer) classify.Routes {
-	r := classify.Routes{Local: n.cfg.Interface.Addresses}
-	for _, p := range peers {
-		r.Peers = append(r.Peers, p.AllowedIPs)
-	}
-	if sv := n.cfg.Serve; sv != nil {
-		r.Serve = sv.Subnets
-		r.ServeExit = sv.Exit
-	}
-	return r
 }
 
 // peerEndpoints is each peer's current UDP endpoint with its AllowedIPs,

@@ -13,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/sidecartest"
 )
@@ -62,16 +63,6 @@ func framing(n, mtu int) int {
 	return 32 + padded
 }
 
-func sumCounts(es []netlog.ConnectionCounts) (c netlog.ConnectionCounts) {
-	for _, e := range es {
-		c.TxPackets += e.TxPackets
-		c.TxBytes += e.TxBytes
-		c.RxPackets += e.RxPackets
-		c.RxBytes += e.RxBytes
-	}
-	return c
-}
-
 // TestFlowLogReconcilesLayers runs real traffic (HTTP, a bulk transfer,
 // UDP, ping) between two nodes inside one quiescent window, and checks the
 // node's flow log against an independent per-packet record: the virtual
@@ -91,12 +82,12 @@ func TestFlowLogReconcilesLayers(t *testing.T) {
 		},
 	})
 	a, b := nodes[0], nodes[1]
-	serveHTTP(t, b, "b")
+	testnet.ServeHTTP(t, b, "b")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
 	// Warm up (handshake), then let everything settle and open a window.
-	get(t, a.HTTPClient(), "http://10.99.0.2/")
+	testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/")
 	a.HTTPClient().CloseIdleConnections()
 	quiesce := func() {
 		// No keepalives are configured; TCP has closed cleanly. Wait
@@ -116,7 +107,7 @@ func TestFlowLogReconcilesLayers(t *testing.T) {
 
 	// The traffic of the window.
 	for _, url := range []string{"http://10.99.0.2/", "http://[fd00:99::2]/"} {
-		if got := get(t, a.HTTPClient(), url); !strings.HasPrefix(got, "b saw") {
+		if got := testnet.Get(t, a.HTTPClient(), url); !strings.HasPrefix(got, "b saw") {
 			t.Fatalf("GET %s: %q", url, got)
 		}
 	}
@@ -159,7 +150,7 @@ func TestFlowLogReconcilesLayers(t *testing.T) {
 	}
 
 	// The virtual layer against the recorder.
-	v := sumCounts(virtual)
+	v := testnet.SumCounts(virtual)
 	var txBytes, rxBytes, txFramed, rxFramed uint64
 	for _, n := range tx {
 		txBytes += uint64(n)
@@ -201,17 +192,7 @@ func bulkTCP(t *testing.T, from, to *sidecar.Node, size int64) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	done := make(chan int64, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- -1
-			return
-		}
-		n, _ := io.Copy(io.Discard, c)
-		c.Close()
-		done <- n
-	}()
+	done := testnet.SumOne(t, ln)
 	c, err := from.Dial("tcp", "10.99.0.2:7000")
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +201,7 @@ func bulkTCP(t *testing.T, from, to *sidecar.Node, size int64) {
 		t.Fatal(err)
 	}
 	c.Close()
-	if n := <-done; n != size {
+	if n := (<-done).N; n != size {
 		t.Fatalf("bulk: %d of %d bytes", n, size)
 	}
 }
@@ -232,16 +213,7 @@ func udpEcho(t *testing.T, from, to *sidecar.Node) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	go func() {
-		buf := make([]byte, 2000)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], addr)
-		}
-	}()
+	testnet.ServePackets(t, pc, testnet.EchoDatagram)
 	c, err := from.Dial("udp", "[fd00:99::2]:7001")
 	if err != nil {
 		t.Fatal(err)

@@ -31,8 +31,8 @@ type importRule struct {
 var (
 	gvisor    = "gvisor.dev/..."
 	wireguard = "golang.zx2c4.com/wireguard/..."
-	core      = []string{"netstack", "wrap", "stats", "classify", "logtail", "wgconf", "metrics", "relay", "resolver", "udpbind"}
-	middle    = []string{"proxy/...", "forward/...", "netlog/...", "monitor/...", "control/...", "collector/...", "sidecartest/..."}
+	core      = []string{"netstack", "wrap", "stats", "classify", "logtail", "logproto", "wgconf", "devconf", "metrics", "relay", "resolver", "udpbind"}
+	middle    = []string{"proxy/...", "forward/...", "netlog/...", "monitor/...", "watchdog/...", "control/...", "collector/...", "sidecartest/..."}
 )
 
 // importRules is SPEC §1's dependency paragraph as a table: dependencies
@@ -40,7 +40,7 @@ var (
 // (proxies, flow logger, monitor, collector) to the core.
 var importRules = []importRule{
 	{
-		pkgs:   []string{"stats", "classify", "logtail", "collector"},
+		pkgs:   []string{"stats", "classify", "logtail", "logproto", "collector"},
 		forbid: []string{gvisor, wireguard},
 		why:    "stats, classify and logtail know nothing of gVisor or WireGuard (plain addresses, prefixes, bytes); nor does the collector",
 	},

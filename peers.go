@@ -12,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/wgsidecar/sidecar/devconf"
+	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/watchdog"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -61,9 +62,9 @@ func (n *Node) setPeers(peers []wgconf.Peer, announce bool) error {
 	n.peers = slices.Clone(peers)
 	n.mu.Unlock()
 	n.routed.Store(devconf.AllowedIPs(peers))
-	n.stack.SetRoutes(routesOf(n.cfg.Interface.Addresses, peers))
+	n.stack.SetRoutes(n.cfg.TunnelRoutes(peers))
 	if n.flows != nil {
-		n.flows.ReconfigRoutes(n.classRoutes(peers))
+		n.flows.ReconfigRoutes(netlog.ClassRoutes(n.cfg, peers))
 	}
 	return nil
 }

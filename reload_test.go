@@ -18,6 +18,7 @@ import (
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/control"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -108,7 +109,7 @@ func reloadDuringTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	sum := sumOneConn(ln)
+	sum := testnet.SumOne(t, ln)
 	conn, err := net.Dial("tcp", fwd)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +117,7 @@ func reloadDuringTransfer(t *testing.T) {
 	defer conn.Close()
 
 	h := sha256.New()
-	src := io.TeeReader(io.LimitReader(newPattern(), 64<<20), h)
+	src := io.TeeReader(io.LimitReader(testnet.Pattern(), 64<<20), h)
 	buf := make([]byte, 256<<10)
 	var sent int64
 	var before []sidecar.PeerStatus
@@ -150,7 +151,7 @@ func reloadDuringTransfer(t *testing.T) {
 	conn.(*net.TCPConn).CloseWrite()
 	select {
 	case got := <-sum:
-		if got != [32]byte(h.Sum(nil)) {
+		if got.SHA256 != [32]byte(h.Sum(nil)) {
 			t.Fatal("transfer through the forward corrupted across the reload")
 		}
 	case <-time.After(60 * time.Second):
@@ -219,17 +220,7 @@ func serveText(t *testing.T, node *sidecar.Node, addr, text string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte(text))
-			c.Close()
-		}
-	}()
+	testnet.Serve(t, ln, testnet.Reply(text))
 }
 
 // readAll connects to addr (through node's tunnel, or on the host when

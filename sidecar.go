@@ -147,7 +147,7 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 	for _, w := range cfg.Warnings {
 		n.log.Warn(w.Msg, "file", w.File, "line", w.Line, "key", w.Key)
 	}
-	for _, section := range inactiveSections(cfg) {
+	for _, section := range cfg.Inactive() {
 		n.log.Warn("section accepted but not served by this version", "section", section)
 	}
 	if err := n.startDevice(); err != nil {
@@ -173,7 +173,7 @@ func (n *Node) startDevice() error {
 	st, err := netstack.New(netstack.Options{
 		Addresses: addrs,
 		MTU:       cfg.Interface.MTU,
-		Routes:    routesOf(cfg.Interface.Addresses, cfg.Peers),
+		Routes:    cfg.TunnelRoutes(cfg.Peers),
 		// Serving subnets or exit traffic takes packets for any address.
 		Promiscuous: cfg.Serve != nil && (len(cfg.Serve.Subnets) > 0 || cfg.Serve.Exit),
 	})
@@ -244,36 +244,6 @@ func (n *Node) startFeatures() error {
 func (n *Node) isRouted(dst []byte) bool {
 	t := n.routed.Load()
 	return t != nil && t.Lookup(dst) != nil
-}
-
-// inactiveSections names the sections of cfg that this version parses but
-// does not act on yet, so that "sidecar up" says so instead of ignoring
-// them silently.
-func inactiveSections(cfg *wgconf.Config) []string {
-	var out []string
-	if len(cfg.SNI) > 0 {
-		out = append(out, "[SNI]")
-	}
-	if len(cfg.Interface.CheckAlive) > 0 {
-		out = append(out, "[Interface] CheckAlive")
-	}
-	return out
-}
-
-// routesOf is what the stack may send into the tunnel: every peer's
-// AllowedIPs, plus the node's own address prefixes (so that a /24 Address
-// routes its subnet as wg-quick does).
-func routesOf(own []netip.Prefix, peers []wgconf.Peer) []netip.Prefix {
-	routes := []netip.Prefix{}
-	for _, p := range own {
-		if p.Bits() < p.Addr().BitLen() {
-			routes = append(routes, p.Masked())
-		}
-	}
-	for _, p := range peers {
-		routes = append(routes, p.AllowedIPs...)
-	}
-	return routes
 }
 
 // reportQueueDrops logs the packets dropped because the queue to the

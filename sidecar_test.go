@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -18,46 +17,15 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
-// serveHTTP runs an HTTP server on node's tunnel port 80 that answers with
-// its name and the caller's address.
-func serveHTTP(t *testing.T, node *sidecar.Node, name string) {
-	t.Helper()
-	ln, err := node.Listen("tcp", ":80")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s saw %s", name, r.RemoteAddr)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-}
-
-func get(t *testing.T, c *http.Client, url string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
-	}
-	return string(b)
-}
-
 func TestHTTPBothDirectionsIPv4AndIPv6(t *testing.T) {
 	a, b := sidecartest.NewPair(t)
-	serveHTTP(t, a, "a")
-	serveHTTP(t, b, "b")
+	testnet.ServeHTTP(t, a, "a")
+	testnet.ServeHTTP(t, b, "b")
 	cases := []struct {
 		from *sidecar.Node
 		url  string
@@ -69,7 +37,7 @@ func TestHTTPBothDirectionsIPv4AndIPv6(t *testing.T) {
 		{b, "http://[fd00:99::1]/", "a saw [fd00:99::2]:"},
 	}
 	for _, tc := range cases {
-		got := get(t, tc.from.HTTPClient(), tc.url)
+		got := testnet.Get(t, tc.from.HTTPClient(), tc.url)
 		if !strings.HasPrefix(got, tc.want) {
 			t.Errorf("GET %s = %q; want prefix %q", tc.url, got, tc.want)
 		}
@@ -87,17 +55,7 @@ func TestAllowedIPsDecideReach(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(c, "node %d\n", i)
-				c.Close()
-			}
-		}()
+		testnet.Serve(t, ln, testnet.Reply(fmt.Sprintf("node %d\n", i)))
 	}
 	reach := func(from, to int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -163,66 +121,32 @@ func TestBulkTransferChecksum(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	type result struct {
-		n   int64
-		sum [32]byte
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer c.Close()
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		var r result
-		r.n, r.err = n, err
-		copy(r.sum[:], h.Sum(nil))
-		done <- r
-	}()
+	done := testnet.SumOne(t, ln)
 	c, err := a.Dial("tcp", "10.99.0.2:9000")
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := sha256.New()
-	src := io.TeeReader(io.LimitReader(newPattern(), size), h)
+	src := io.TeeReader(io.LimitReader(testnet.Pattern(), size), h)
 	if _, err := io.CopyBuffer(c, src, make([]byte, 256<<10)); err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
 	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
+	if r.Err != nil {
+		t.Fatal(r.Err)
 	}
 	var want [32]byte
 	copy(want[:], h.Sum(nil))
-	if r.n != size || r.sum != want {
-		t.Fatalf("received %d bytes sha256 %x; sent %d bytes sha256 %x", r.n, r.sum, size, want)
+	if r.N != size || r.SHA256 != want {
+		t.Fatalf("received %d bytes sha256 %x; sent %d bytes sha256 %x", r.N, r.SHA256, size, want)
 	}
-}
-
-// pattern is an endless cheap pseudo-random byte stream (xorshift).
-type pattern struct{ x uint64 }
-
-func newPattern() *pattern { return &pattern{x: 0x9e3779b97f4a7c15} }
-
-func (p *pattern) Read(b []byte) (int, error) {
-	for i := range b {
-		p.x ^= p.x << 13
-		p.x ^= p.x >> 7
-		p.x ^= p.x << 17
-		b[i] = byte(p.x)
-	}
-	return len(b), nil
 }
 
 func TestPresharedKeys(t *testing.T) {
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{PresharedKeys: true})
-	serveHTTP(t, nodes[1], "b")
-	if got := get(t, nodes[0].HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b saw") {
+	testnet.ServeHTTP(t, nodes[1], "b")
+	if got := testnet.Get(t, nodes[0].HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b saw") {
 		t.Fatalf("with matching pre-shared keys: %q", got)
 	}
 
@@ -275,8 +199,8 @@ func TestPing(t *testing.T) {
 // roaming to the endpoint the restarted node's handshake came from).
 func TestRestartedNodeIsReachedAgain(t *testing.T) {
 	a, b := sidecartest.NewPair(t)
-	serveHTTP(t, b, "b1")
-	if got := get(t, a.HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b1 saw") {
+	testnet.ServeHTTP(t, b, "b1")
+	if got := testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b1 saw") {
 		t.Fatalf("before restart: %q", got)
 	}
 	cfg := *b.Config()
@@ -293,8 +217,8 @@ func TestRestartedNodeIsReachedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveHTTP(t, b2, "b2")
-	if got := get(t, a.HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b2 saw") {
+	testnet.ServeHTTP(t, b2, "b2")
+	if got := testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b2 saw") {
 		t.Fatalf("after restart: %q", got)
 	}
 	b2.Close()
@@ -308,8 +232,8 @@ func TestRestartedNodeIsReachedAgain(t *testing.T) {
 	if b3.ListenPort() == firstPort {
 		t.Skip("the OS gave the same port again")
 	}
-	serveHTTP(t, b3, "b3")
-	if got := get(t, a.HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b3 saw") {
+	testnet.ServeHTTP(t, b3, "b3")
+	if got := testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b3 saw") {
 		t.Fatalf("after restart on a new port: %q", got)
 	}
 	peers, err := a.Peers()
@@ -338,7 +262,7 @@ func TestDNSThroughTunnel(t *testing.T) {
 	go serveDNS(pc, &queries, map[string][]netip.Addr{
 		"svc.corp.internal.": {sidecartest.Addr4(1), sidecartest.Addr6(1)},
 	})
-	serveHTTP(t, nodes[1], "svc")
+	testnet.ServeHTTP(t, nodes[1], "svc")
 
 	got, err := nodes[0].LookupNetIP(context.Background(), "ip", "svc")
 	if err != nil {
@@ -348,7 +272,7 @@ func TestDNSThroughTunnel(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("LookupNetIP(svc) = %v; want %v", got, want)
 	}
-	if body := get(t, nodes[0].HTTPClient(), "http://svc.corp.internal/"); !strings.HasPrefix(body, "svc saw 10.99.0.1:") {
+	if body := testnet.Get(t, nodes[0].HTTPClient(), "http://svc.corp.internal/"); !strings.HasPrefix(body, "svc saw 10.99.0.1:") {
 		t.Errorf("HTTP by name: %q", body)
 	}
 	_, err = nodes[0].LookupNetIP(context.Background(), "ip", "localhost")
@@ -423,16 +347,7 @@ func TestEndpointNameReresolved(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("hello"))
-			c.Close()
-		}
-	}()
+	testnet.Serve(t, ln, testnet.Reply("hello"))
 
 	var resolvable atomic.Bool
 	var lookups atomic.Int32
@@ -498,9 +413,9 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	// before the check runs.
 	t.Run("nodes", func(t *testing.T) {
 		nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{PresharedKeys: true})
-		serveHTTP(t, nodes[2], "c")
+		testnet.ServeHTTP(t, nodes[2], "c")
 		for _, n := range nodes[:2] {
-			if got := get(t, n.HTTPClient(), "http://10.99.0.3/"); !strings.HasPrefix(got, "c saw") {
+			if got := testnet.Get(t, n.HTTPClient(), "http://10.99.0.3/"); !strings.HasPrefix(got, "c saw") {
 				t.Fatalf("got %q", got)
 			}
 		}
@@ -516,23 +431,6 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 // TestSetPeersKeepsSessions changes node a's peer list (one peer removed,
 // one added) while a transfer to an untouched peer runs: the transfer
 // completes intact without a new handshake, and the changes are in effect.
-// sumOneConn accepts one connection on ln and sends the SHA-256 of all it
-// reads until the sender's end.
-func sumOneConn(ln net.Listener) <-chan [32]byte {
-	sum := make(chan [32]byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		h := sha256.New()
-		io.Copy(h, c)
-		c.Close()
-		sum <- [32]byte(h.Sum(nil))
-	}()
-	return sum
-}
-
 func TestSetPeersKeepsSessions(t *testing.T) {
 	nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{})
 	a, b := nodes[0], nodes[1]
@@ -541,14 +439,14 @@ func TestSetPeersKeepsSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	sum := sumOneConn(ln)
+	sum := testnet.SumOne(t, ln)
 	c, err := a.Dial("tcp", "10.99.0.2:9100")
 	if err != nil {
 		t.Fatal(err)
 	}
 	peersBefore, _ := a.Peers()
 	h := sha256.New()
-	src := io.TeeReader(io.LimitReader(newPattern(), 64<<20), h)
+	src := io.TeeReader(io.LimitReader(testnet.Pattern(), 64<<20), h)
 	var sent int64
 	buf := make([]byte, 256<<10)
 	changed := false
@@ -580,7 +478,7 @@ func TestSetPeersKeepsSessions(t *testing.T) {
 		}
 	}
 	c.Close()
-	if got := <-sum; got != [32]byte(h.Sum(nil)) {
+	if got := <-sum; got.SHA256 != [32]byte(h.Sum(nil)) {
 		t.Fatal("transfer corrupted across the peer change")
 	}
 	after, err := a.Peers()

@@ -2,17 +2,16 @@ package sidecar_test
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -52,7 +51,7 @@ func TestWatchdogReopensBrokenSocket(t *testing.T) {
 // a's socket and reports whether the connection echoes again within wait,
 // with a's log and a scrape of its metrics.
 func breakSocket(t *testing.T, watchdog, wait time.Duration) (recovered bool, logs, metrics string) {
-	var buf lockedBuffer
+	var buf testnet.Buffer
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
 		Configure: func(i int, cfg *wgconf.Config) {
 			if i == 0 {
@@ -71,16 +70,7 @@ func breakSocket(t *testing.T, watchdog, wait time.Duration) (recovered bool, lo
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { bufio.NewReader(c).WriteTo(c); c.Close() }()
-		}
-	}()
+	testnet.Serve(t, ln, testnet.Echo)
 	c, err := a.Dial("tcp", "10.99.0.2:7")
 	if err != nil {
 		t.Fatal(err)
@@ -118,24 +108,6 @@ func breakSocket(t *testing.T, watchdog, wait time.Duration) (recovered bool, lo
 		t.Fatalf("new connection after recovery: %v", err)
 	}
 	c2.Close()
-	_, metrics = httpGet(t, "http://"+a.MetricsAddr().String()+"/metrics")
+	_, metrics = testnet.GetStatus(t, "http://"+a.MetricsAddr().String()+"/metrics")
 	return true, buf.String(), metrics
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a reader at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

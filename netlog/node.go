@@ -228,3 +228,17 @@ func (t Tee) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// ClassRoutes is what classifies a node's flows: its addresses and offered
+// subnets ([Serve]), and each peer's AllowedIPs.
+func ClassRoutes(cfg *wgconf.Config, peers []wgconf.Peer) classify.Routes {
+	r := classify.Routes{Local: cfg.Interface.Addresses}
+	for _, p := range peers {
+		r.Peers = append(r.Peers, p.AllowedIPs)
+	}
+	if sv := cfg.Serve; sv != nil {
+		r.Serve = sv.Subnets
+		r.ServeExit = sv.Exit
+	}
+	return r
+}

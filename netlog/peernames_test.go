@@ -3,6 +3,8 @@ package netlog
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/wgsidecar/sidecar/wgconf"
 )
 
 func TestTunnelAddr(t *testing.T) {
@@ -55,5 +57,20 @@ func TestPeerNamerRemembersRoamedEndpoints(t *testing.T) {
 	}
 	if got := n.name(netip.MustParseAddrPort("127.0.0.9:1")); got.IsValid() {
 		t.Errorf("an unknown endpoint is named %v", got)
+	}
+}
+
+func TestClassRoutes(t *testing.T) {
+	cfg := &wgconf.Config{
+		Interface: wgconf.Interface{Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}},
+		Serve:     &wgconf.Serve{Subnets: []netip.Prefix{netip.MustParsePrefix("192.168.5.0/24")}, Exit: true},
+	}
+	peers := []wgconf.Peer{{AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.2/32")}}, {}}
+	r := ClassRoutes(cfg, peers)
+	if len(r.Local) != 1 || len(r.Peers) != 2 || len(r.Peers[0]) != 1 || len(r.Serve) != 1 || !r.ServeExit {
+		t.Errorf("ClassRoutes = %+v", r)
+	}
+	if r := ClassRoutes(&wgconf.Config{}, nil); r.Serve != nil || r.ServeExit {
+		t.Errorf("without [Serve]: %+v", r)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 )
 
 func TestMain(m *testing.M) {
@@ -165,18 +166,7 @@ func TestTCPUDPAndPingBothFamilies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	testnet.Serve(t, ln, testnet.Echo)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, dst := range []string{"10.1.0.2:80", "[fd01::2]:80"} {
@@ -198,16 +188,7 @@ func TestTCPUDPAndPingBothFamilies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		buf := make([]byte, 2000)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(bytes.ToUpper(buf[:n]), from)
-		}
-	}()
+	testnet.ServePackets(t, pc, testnet.UpperDatagram)
 	for _, dst := range []string{"10.1.0.2:53", "[fd01::2]:53"} {
 		c, err := w.a.DialContext(ctx, "udp", dst)
 		if err != nil {
@@ -352,22 +333,7 @@ func BenchmarkWireRequestResponse(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 64)
-		for {
-			if _, err := io.ReadFull(c, buf); err != nil {
-				return
-			}
-			if _, err := c.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
+	testnet.Serve(b, ln, testnet.EchoMessages(64))
 	c, err := w.a.DialContext(context.Background(), "tcp", "10.1.0.2:7")
 	if err != nil {
 		b.Fatal(err)

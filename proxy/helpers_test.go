@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -12,13 +11,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/relay"
 )
 
@@ -216,57 +214,22 @@ func port(a net.Addr) string {
 	return strconv.Itoa(int(addrPortOf(a).Port()))
 }
 
-// tcpServer is a loopback TCP server that runs handle for each
-// connection; Close waits for every handler.
-type tcpServer struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-}
+// tcpServer is a TCP server the test started with startTCP.
+type tcpServer struct{ ln net.Listener }
 
+// startTCP serves handle on a TCP listener at addr (see testnet.Serve),
+// until the test ends.
 func startTCP(t testing.TB, network, addr string, handle func(net.Conn)) *tcpServer {
 	t.Helper()
 	ln, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &tcpServer{ln: ln, conns: map[net.Conn]struct{}{}}
-	s.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns[c] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Go(func() {
-				defer func() {
-					s.mu.Lock()
-					delete(s.conns, c)
-					s.mu.Unlock()
-					c.Close()
-				}()
-				handle(c)
-			})
-		}
-	})
-	t.Cleanup(s.Close)
-	return s
+	testnet.Serve(t, ln, handle)
+	return &tcpServer{ln: ln}
 }
 
 func (s *tcpServer) Addr() string { return s.ln.Addr().String() }
-
-func (s *tcpServer) Close() {
-	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
 
 // echo copies what it reads back until EOF, then half-closes.
 func echo(c net.Conn) {
@@ -283,40 +246,14 @@ func udpEcho(t testing.TB, addr string) net.Addr {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(append([]byte("echo:"), buf[:n]...), from)
-		}
-	})
-	t.Cleanup(func() { pc.Close(); wg.Wait() })
+	testnet.ServePackets(t, pc, func(b []byte, _ net.Addr) []byte { return append([]byte("echo:"), b...) })
 	return pc.LocalAddr()
 }
 
-// curl runs the real curl with args (after options that keep it from
-// reading the user's settings) and returns its standard output.
+// curl runs the real curl (see testnet.Curl).
 func curl(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, append([]string{"-q", "--silent", "--show-error", "--max-time", "20"}, args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("curl %v: %w: %s", args, err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	return string(out), nil
+	return testnet.Curl(t, args...)
 }
 
 // encodeAddr encodes host:port as a SOCKS5 address (ATYP onwards).

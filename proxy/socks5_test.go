@@ -629,7 +629,6 @@ func TestSOCKS5Load(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	up.Close()
 }
 
 func TestListenSOCKS5Errors(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/wgsidecar/sidecar/internal/testnet"
 )
 
 // fakeServer is a DNS server on loopback (UDP and TCP on one port) with a
@@ -49,41 +51,20 @@ func startServer(t *testing.T, zone map[string][]netip.Addr) *fakeServer {
 			t.Fatalf("no port free for both UDP and TCP: %v", err)
 		}
 	}
-	t.Cleanup(func() { pc.Close(); ln.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if out := s.answer("udp", buf[:n]); out != nil {
-				pc.WriteTo(out, from)
-			}
+	testnet.ServePackets(t, pc, func(b []byte, _ net.Addr) []byte { return s.answer("udp", b) })
+	testnet.Serve(t, ln, func(c net.Conn) {
+		var lb [2]byte
+		if _, err := io.ReadFull(c, lb[:]); err != nil {
+			return
 		}
-	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var lb [2]byte
-				if _, err := io.ReadFull(c, lb[:]); err != nil {
-					return
-				}
-				req := make([]byte, binary.BigEndian.Uint16(lb[:]))
-				if _, err := io.ReadFull(c, req); err != nil {
-					return
-				}
-				out := s.answer("tcp", req)
-				binary.BigEndian.PutUint16(lb[:], uint16(len(out)))
-				c.Write(append(lb[:], out...))
-			}()
+		req := make([]byte, binary.BigEndian.Uint16(lb[:]))
+		if _, err := io.ReadFull(c, req); err != nil {
+			return
 		}
-	}()
+		out := s.answer("tcp", req)
+		binary.BigEndian.PutUint16(lb[:], uint16(len(out)))
+		c.Write(append(lb[:], out...))
+	})
 	return s
 }
 

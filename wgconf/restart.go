@@ -1,6 +1,7 @@
 package wgconf
 
 import (
+	"net/netip"
 	"reflect"
 	"slices"
 )
@@ -33,4 +34,34 @@ func NeedRestart(running, next *Config) []string {
 	differ("[Resolve]", running.Resolve, next.Resolve)
 	differ("[STDIOTunnel]", running.STDIOTunnels, next.STDIOTunnels)
 	return out
+}
+
+// Inactive names the sections of c that this version parses but does not
+// act on yet, so that a node can say so instead of ignoring them silently.
+func (c *Config) Inactive() []string {
+	var out []string
+	if len(c.SNI) > 0 {
+		out = append(out, "[SNI]")
+	}
+	if len(c.Interface.CheckAlive) > 0 {
+		out = append(out, "[Interface] CheckAlive")
+	}
+	return out
+}
+
+// TunnelRoutes is what a node with peers may send into the tunnel: every
+// peer's AllowedIPs, plus the prefixes of its own Addresses that are wider
+// than one address (so that a /24 Address routes its subnet as wg-quick
+// does).
+func (c *Config) TunnelRoutes(peers []Peer) []netip.Prefix {
+	routes := []netip.Prefix{}
+	for _, p := range c.Interface.Addresses {
+		if p.Bits() < p.Addr().BitLen() {
+			routes = append(routes, p.Masked())
+		}
+	}
+	for _, p := range peers {
+		routes = append(routes, p.AllowedIPs...)
+	}
+	return routes
 }

@@ -44,3 +44,26 @@ func TestNeedRestart(t *testing.T) {
 		}
 	}
 }
+
+func TestTunnelRoutesAndInactive(t *testing.T) {
+	c := &Config{Interface: Interface{Addresses: []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.1/24"), netip.MustParsePrefix("fd00::1/128"),
+	}}}
+	peers := []Peer{{AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16"), netip.MustParsePrefix("fd00::2/128")}}}
+	got := c.TunnelRoutes(peers)
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("10.9.0.0/16"), netip.MustParsePrefix("fd00::2/128")}
+	if !slices.Equal(got, want) {
+		t.Errorf("TunnelRoutes = %v, want %v (own /24 masked, own /128 left out, peers' AllowedIPs)", got, want)
+	}
+	if r := (&Config{}).TunnelRoutes(nil); r == nil || len(r) != 0 {
+		t.Errorf("no routes: %#v, want an empty, non-nil list", r)
+	}
+	if got := c.Inactive(); len(got) != 0 {
+		t.Errorf("Inactive = %v", got)
+	}
+	c.Interface.CheckAlive = []netip.Addr{netip.MustParseAddr("10.0.0.2")}
+	c.SNI = []SNIProxy{{}}
+	if got := c.Inactive(); !slices.Equal(got, []string{"[SNI]", "[Interface] CheckAlive"}) {
+		t.Errorf("Inactive = %v", got)
+	}
+}

@@ -1,17 +1,14 @@
-package sidecar_test
+package systest
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/proxy"
 	"github.com/wgsidecar/sidecar/sidecartest"
@@ -45,42 +43,12 @@ func proxyPeers(t *testing.T) (a, b *sidecar.Node) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wg.Go(func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(append([]byte("echo:"), buf[:n]...), from)
-		}
-	})
+	testnet.ServePackets(t, pc, func(b []byte, _ net.Addr) []byte { return append([]byte("echo:"), b...) })
 	t.Cleanup(func() {
 		srv.Close()
-		pc.Close()
 		wg.Wait()
 	})
 	return a, b
-}
-
-// proxyCurl runs the real curl, ignoring the user's settings.
-func proxyCurl(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, append([]string{"-q", "--silent", "--show-error", "--max-time", "30"}, args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("curl %v: %w: %s", args, err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	return string(out), nil
 }
 
 // socksAddrBytes encodes ap as a SOCKS5 address (ATYP, address, port).
@@ -125,7 +93,7 @@ func TestProxySOCKS5ThroughTunnel(t *testing.T) {
 	a, _ := proxyPeers(t)
 	s := serveProxy(t)(proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a))
 	for _, host := range []string{"10.99.0.2", "[fd00:99::2]"} {
-		out, err := proxyCurl(t, "--socks5-hostname", s.Addr().String(), "http://"+host+"/")
+		out, err := testnet.Curl(t, "--socks5-hostname", s.Addr().String(), "http://"+host+"/")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +178,7 @@ func TestProxyHTTPThroughTunnel(t *testing.T) {
 			if mode == "connect" {
 				args = append([]string{"--proxytunnel"}, args...)
 			}
-			out, err := proxyCurl(t, args...)
+			out, err := testnet.Curl(t, args...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -219,7 +187,7 @@ func TestProxyHTTPThroughTunnel(t *testing.T) {
 			}
 		}
 	}
-	out, err := proxyCurl(t, "-x", proxyURL, "-w", " %{http_code}", "http://10.99.0.2:81/")
+	out, err := testnet.Curl(t, "-x", proxyURL, "-w", " %{http_code}", "http://10.99.0.2:81/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,15 +278,7 @@ func TestProxySOCKS5HalfCloseThroughTunnel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-	wg.Go(func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	testnet.Serve(t, ln, func(c net.Conn) {
 		if q, err := io.ReadAll(c); err == nil && string(q) == "question" {
 			c.Write(answer)
 		}

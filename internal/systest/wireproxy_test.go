@@ -1,7 +1,6 @@
-package sidecar_test
+package systest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -12,28 +11,10 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.Close()
-		return pc.LocalAddr().(*net.UDPAddr).Port
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // TestWireproxyStyleFile starts a node from a file in wireproxy's format,
 // with every section it has (a WGConfig import of a wg-quick file whose key
@@ -47,26 +28,17 @@ func TestWireproxyStyleFile(t *testing.T) {
 		t.Skip("curl is not installed (Debian package curl)")
 	}
 	peer := sidecartest.NewNodes(t, 1, sidecartest.Options{})[0] // 10.99.0.1, fd00:99::1
-	serveHTTP(t, peer, "peer")
+	testnet.ServeHTTP(t, peer, "peer")
 	udp, err := peer.ListenPacket("udp", ":7001")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer udp.Close()
-	go func() {
-		buf := make([]byte, 2000)
-		for {
-			n, from, err := udp.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			udp.WriteTo(bytes.ToUpper(buf[:n]), from)
-		}
-	}()
-	app := hostServer(t)     // for [TCPServerTunnel]
-	udpApp := udpEchoHost(t) // for [UDPServerTunnel]
-	socks, httpPort := freePort(t, "tcp"), freePort(t, "tcp")
-	tcpFwd, udpFwd := freePort(t, "tcp"), freePort(t, "udp")
+	testnet.ServePackets(t, udp, testnet.UpperDatagram)
+	app := testnet.HostServer(t, testnet.SumReply)               // for [TCPServerTunnel]
+	udpApp := testnet.HostPacketServer(t, testnet.UpperDatagram) // for [UDPServerTunnel]
+	socks, httpPort := testnet.FreePort(t, "tcp"), testnet.FreePort(t, "tcp")
+	tcpFwd, udpFwd := testnet.FreePort(t, "tcp"), testnet.FreePort(t, "udp")
 	k, _ := wgconf.GeneratePrivateKey()
 	// The user's plain wg-quick file, its key from the environment...
 	dir := t.TempDir()
@@ -171,7 +143,7 @@ ResolveStrategy = ipv4
 	if err != nil {
 		t.Fatal(err)
 	}
-	sendAndSum(t, tc, 1<<20)
+	testnet.SendAndSum(t, tc, 1<<20)
 	uc, err := peer.Dial("udp", "10.99.0.5:5300")
 	if err != nil {
 		t.Fatal(err)

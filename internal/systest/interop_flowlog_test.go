@@ -1,4 +1,4 @@
-package sidecar_test
+package systest
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -79,7 +80,7 @@ func interopFlowLogTruth(ctx context.Context, t *testing.T, env interopTruthEnv)
 `, interopNftTable, env.vethB, interopUnderA, interopUnderB, interopPortA, interopPortB)
 		file := filepath.Join(env.dir, "truth.nft")
 		interopWriteFile(t, file, rules)
-		if out, err := interopOutput(ctx, 10*time.Second, "ip", "netns", "exec", env.nsB, "nft", "-f", file); err != nil {
+		if out, err := testnet.Output(ctx, 10*time.Second, "ip", "netns", "exec", env.nsB, "nft", "-f", file); err != nil {
 			// The check against the wire is only skipped: the kernel
 			// may lack nf_tables.
 			t.Logf("nft cannot add its counters in %s (%v): no wire count\n%s", env.nsB, err, out)
@@ -146,12 +147,12 @@ func interopFlowLogTruth(ctx context.Context, t *testing.T, env interopTruthEnv)
 		{"-4", "-c", "3", "-i", "0.05", "-W", "2", interopTunA4},
 		{"-6", "-c", "3", "-i", "0.05", "-W", "2", "-M", "do", "-s", "1372", interopTunA6},
 	} {
-		out, err := interopOutput(ctx, 15*time.Second, "ip", append([]string{"netns", "exec", env.nsB, "ping"}, args...)...)
+		out, err := testnet.Output(ctx, 15*time.Second, "ip", append([]string{"netns", "exec", env.nsB, "ping"}, args...)...)
 		if err != nil || !strings.Contains(out, " 0% packet loss") {
 			t.Fatalf("kernel side's ping %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	if out, err := interopOutput(ctx, 15*time.Second, "ip", "netns", "exec", env.nsB, "curl", "-sS", "-g", "--max-time", "5", "http://["+interopTunA6+"]/"); err != nil {
+	if out, err := testnet.Output(ctx, 15*time.Second, "ip", "netns", "exec", env.nsB, "curl", "-sS", "-g", "--max-time", "5", "http://["+interopTunA6+"]/"); err != nil {
 		t.Fatalf("kernel side's curl: %v\n%s", err, out)
 	}
 	big := interopBigBody()
@@ -165,7 +166,7 @@ func interopFlowLogTruth(ctx context.Context, t *testing.T, env interopTruthEnv)
 	if err := os.WriteFile(upload, big, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := interopOutput(ctx, 15*time.Second, "ip", "netns", "exec", env.nsB, "curl", "-sS", "-g", "--max-time", "10",
+	out, err := testnet.Output(ctx, 15*time.Second, "ip", "netns", "exec", env.nsB, "curl", "-sS", "-g", "--max-time", "10",
 		"-H", "Expect:", "--data-binary", "@"+upload, "http://["+interopTunA6+"]/upload")
 	if want := fmt.Sprintf("got %d %x\n", len(big), sha256.Sum256(big)); err != nil || out != want {
 		t.Fatalf("kernel side's upload of 1 MiB: %v, the sidecar answered %q; want %q", err, out, want)
@@ -204,7 +205,7 @@ func interopFlowLogTruth(ctx context.Context, t *testing.T, env interopTruthEnv)
 			t.Errorf("physical entry %+v; want only %s -> %s, protocol 0", e, wantSrc, wantDst)
 		}
 	}
-	v, p := interopSum(virtual), interopSum(physical)
+	v, p := testnet.SumCounts(virtual), testnet.SumCounts(physical)
 	d := end.sub(start)
 
 	// The comparison, printed whole whatever fails.
@@ -314,7 +315,7 @@ grep '^Udp:' /proc/net/snmp
 	if withNft {
 		script += "nft list counters table inet " + interopNftTable + "\n"
 	}
-	out, err := interopOutput(ctx, 10*time.Second, "ip", "netns", "exec", env.nsB, "sh", "-c", script)
+	out, err := testnet.Output(ctx, 10*time.Second, "ip", "netns", "exec", env.nsB, "sh", "-c", script)
 	if err != nil {
 		return interopCounts{}, fmt.Errorf("reading the kernel side's counters: %v\n%s", err, out)
 	}
@@ -474,15 +475,4 @@ func interopReadFlowLog(t *testing.T, path string, offset int64) []netlog.Messag
 		t.Fatalf("reading the flow log: %v", err)
 	}
 	return msgs
-}
-
-// interopSum adds up the counts of flow-log entries.
-func interopSum(es []netlog.ConnectionCounts) (c netlog.ConnectionCounts) {
-	for _, e := range es {
-		c.TxPackets += e.TxPackets
-		c.TxBytes += e.TxBytes
-		c.RxPackets += e.RxPackets
-		c.RxBytes += e.RxBytes
-	}
-	return c
 }

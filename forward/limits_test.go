@@ -1,10 +1,9 @@
-package sidecar_test
+package forward_test
 
 import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/control"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -26,8 +26,8 @@ import (
 // third while both are open, say so in the log, and take a new one once
 // one has ended.
 func TestConfigConnectionLimits(t *testing.T) {
-	hostEcho := listenEcho(t)
-	var logs lockedBuffer
+	hostEcho := testnet.HostServer(t, testnet.Echo)
+	var logs testnet.Buffer
 	dir := t.TempDir()
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
 		Configure: func(i int, cfg *wgconf.Config) {
@@ -50,7 +50,7 @@ func TestConfigConnectionLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	serveConns(ln, echoConn)
+	testnet.Serve(t, ln, testnet.Echo)
 	st, err := control.NewClient(a.ControlSocket()).Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -147,33 +147,3 @@ func echoLine(c net.Conn, msg string) error {
 	}
 	return nil
 }
-
-// listenEcho runs a TCP echo server on host loopback and returns its
-// address.
-func listenEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	serveConns(ln, echoConn)
-	return ln.Addr().String()
-}
-
-// serveConns runs handle for each connection ln accepts, each in its own
-// goroutine, until ln is closed.
-func serveConns(ln net.Listener, handle func(net.Conn)) {
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go handle(c)
-		}
-	}()
-}
-
-// echoConn sends back what c sends until it half-closes, then closes c.
-func echoConn(c net.Conn) { io.Copy(c, c); c.Close() }

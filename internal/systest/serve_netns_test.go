@@ -1,4 +1,4 @@
-package sidecar_test
+package systest
 
 import (
 	"bufio"
@@ -13,12 +13,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -88,32 +88,32 @@ func TestServeNetnsSubnetRouter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 
-	id := interopID()
+	id := testnet.ID()
 	dummy := fmt.Sprintf("wssd%d", id)
 	dummyPeer := fmt.Sprintf("wsse%d", id) // only when there is no dummy link type
 	dir := t.TempDir()
 
 	// Registered before the underlay, so it runs after its removal: the
 	// dummy interface lives in a namespace and goes with it.
-	t.Cleanup(func() { interopCheckLinksGone(t, dummy, dummyPeer) })
+	t.Cleanup(func() { testnet.CheckLinksGone(t, dummy, dummyPeer) })
 
 	// --- The underlay and the served subnet. ---
-	u := newInteropUnderlay(ctx, t, "serve", "wss")
-	nsA, nsB, vethA, vethB := u.nsA, u.nsB, u.vethA, u.vethB
+	u := testnet.NewUnderlay(ctx, t, "serve", "wss")
+	nsA, nsB, vethA, vethB := u.NsA, u.NsB, u.VethA, u.VethB
 	// The subnet's interface is a dummy one; kernels built without dummy
 	// links (some microVMs) get a veth pair with both ends in nsB instead.
-	if out, err := interopOutput(ctx, 10*time.Second, "ip", "-n", nsB, "link", "add", dummy, "type", "dummy"); err != nil {
+	if out, err := testnet.Output(ctx, 10*time.Second, "ip", "-n", nsB, "link", "add", dummy, "type", "dummy"); err != nil {
 		t.Logf("no dummy interface (%v: %s); the subnet goes on a veth pair inside %s", err, strings.TrimSpace(out), nsB)
-		interopRun(ctx, t, "ip", "-n", nsB, "link", "add", dummy, "type", "veth", "peer", "name", dummyPeer)
-		interopRun(ctx, t, "ip", "-n", nsB, "link", "set", dummyPeer, "up")
+		testnet.Run(ctx, t, "ip", "-n", nsB, "link", "add", dummy, "type", "veth", "peer", "name", dummyPeer)
+		testnet.Run(ctx, t, "ip", "-n", nsB, "link", "set", dummyPeer, "up")
 	}
 	for _, c := range []struct{ ns, dev, addr string }{
 		{nsA, vethA, serveNetnsUnderA + "/24"},
 		{nsB, vethB, serveNetnsUnderB + "/24"},
 		{nsB, dummy, serveNetnsApp + "/24"},
 	} {
-		interopRun(ctx, t, "ip", "-n", c.ns, "addr", "add", c.addr, "dev", c.dev)
-		interopRun(ctx, t, "ip", "-n", c.ns, "link", "set", c.dev, "up")
+		testnet.Run(ctx, t, "ip", "-n", c.ns, "addr", "add", c.addr, "dev", c.dev)
+		testnet.Run(ctx, t, "ip", "-n", c.ns, "link", "set", c.dev, "up")
 	}
 	// --- Keys and files. ---
 	privA, err := wgconf.GeneratePrivateKey()
@@ -281,43 +281,22 @@ func serveNetnsRouterChild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("app: %v", err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(c, "app saw %s: %s\n", c.RemoteAddr(), strings.TrimSpace(line))
-			})
+	testnet.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return
 		}
+		fmt.Fprintf(c, "app saw %s: %s\n", c.RemoteAddr(), strings.TrimSpace(line))
 	})
-	wg.Go(func() {
-		buf := make([]byte, 64<<10)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(fmt.Appendf(nil, "echo from %s: %s", from, buf[:n]), from)
-		}
+	testnet.ServePackets(t, pc, func(b []byte, from net.Addr) []byte {
+		return fmt.Appendf(nil, "echo from %s: %s", from, b)
 	})
 
 	node := serveNetnsStart(t)
 	serveNetnsReport("READY %s", node.PublicKey())
 	io.Copy(io.Discard, os.Stdin)
-	err = node.Close()
-	ln.Close()
-	pc.Close()
-	wg.Wait()
-	if err != nil {
+	if err := node.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
 	serveNetnsReport("CLOSED")

@@ -1,21 +1,20 @@
-package sidecar_test
+package systest
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wgsidecar/sidecar/internal/testnet"
 )
 
 // Ports of the forwards test (TestInteropKernelWireGuard/Forwards). The
@@ -111,28 +110,13 @@ func interopForwards(ctx context.Context, t *testing.T, env interopForwardEnv) {
 	if err := os.WriteFile(upload, big, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// curl runs curl in ns and returns its stdout, its stderr, its exit
-	// code (-1 when it did not run) and how long it took.
-	curl := func(ns string, args ...string) (stdout []byte, stderr string, code int, took time.Duration) {
+	// curl runs curl in ns (URLs unglobbed, 10 s at most) and returns its
+	// stdout, its stderr, its exit code (-1 when it did not run) and how
+	// long it took.
+	curl := func(t *testing.T, ns string, args ...string) (stdout []byte, stderr string, code int, took time.Duration) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, "curl", "-sS", "-g", "--max-time", "10"}, args...)...)
-		var eb bytes.Buffer
-		cmd.Stderr = &eb
-		start := time.Now()
-		out, err := cmd.Output()
-		took = time.Since(start)
-		var exit *exec.ExitError
-		switch {
-		case err == nil:
-		case errors.As(err, &exit):
-			code = exit.ExitCode()
-		default:
-			code = -1
-			eb.WriteString(err.Error())
-		}
-		return out, eb.String(), code, took
+		r := testnet.CurlIn(ctx, t, ns, 10*time.Second, append([]string{"-g"}, args...)...)
+		return r.Stdout, r.Stderr, r.Code, r.Took
 	}
 
 	t.Run("TunnelToLocal", func(t *testing.T) {
@@ -140,19 +124,19 @@ func interopForwards(ctx context.Context, t *testing.T, env interopForwardEnv) {
 			base := "http://" + host + ":" + strconv.Itoa(interopFwdPort)
 			// The app is dialed on nsA's loopback, so it sees a loopback
 			// peer: the answer can only have come from that app.
-			out, errs, code, took := curl(env.nsB, base+"/")
+			out, errs, code, took := curl(t, env.nsB, base+"/")
 			if want := "local app saw 127.0.0.1:"; code != 0 || !strings.HasPrefix(string(out), want) {
 				t.Errorf("kernel side's curl %s/ through the tunnel-to-local forward: exit %d, %q %s; want the local app's answer starting %q", base, code, out, errs, want)
 			} else {
 				t.Logf("curl %s/ (nsB) = %q in %v", base, strings.TrimSpace(string(out)), took.Round(time.Millisecond))
 			}
-			out, errs, code, took = curl(env.nsB, base+"/big")
+			out, errs, code, took = curl(t, env.nsB, base+"/big")
 			if code != 0 || sha256.Sum256(out) != bigSum {
 				t.Errorf("kernel side's curl %s/big through the forward: exit %d, %d bytes (want the app's %d) %s", base, code, len(out), len(big), errs)
 			} else {
 				t.Logf("curl %s/big (nsB): 1 MiB from the local app in %v", base, took.Round(time.Millisecond))
 			}
-			out, errs, code, took = curl(env.nsB, "-H", "Expect:", "--data-binary", "@"+upload, base+"/upload")
+			out, errs, code, took = curl(t, env.nsB, "-H", "Expect:", "--data-binary", "@"+upload, base+"/upload")
 			if want := fmt.Sprintf("local app got %d %x\n", len(big), bigSum); code != 0 || string(out) != want {
 				t.Errorf("kernel side's upload of 1 MiB to %s/upload through the forward: exit %d, the app answered %q %s; want %q", base, code, out, errs, want)
 			} else {
@@ -167,7 +151,7 @@ func interopForwards(ctx context.Context, t *testing.T, env interopForwardEnv) {
 			// -v for the reason of the failure: curl 7.88 says only
 			// "Couldn't connect to server" (exit 7) without it, the same
 			// for a RST and an ICMP unreachable.
-			out, errs, code, took := curl(env.nsB, "-v", "--connect-timeout", "5", url)
+			out, errs, code, took := curl(t, env.nsB, "-v", "--connect-timeout", "5", url)
 			var why []string
 			for _, l := range strings.Split(errs, "\n") {
 				if strings.Contains(l, "failed: ") {
@@ -201,7 +185,7 @@ func interopForwards(ctx context.Context, t *testing.T, env interopForwardEnv) {
 			{"--socks5", interopTunB4, interopTunA4},
 		} {
 			url := "http://" + c.host + ":" + strconv.Itoa(interopKernelHTTPPort) + "/"
-			out, errs, code, took := curl(env.nsA, c.flag, socks, url)
+			out, errs, code, took := curl(t, env.nsA, c.flag, socks, url)
 			// The kernel's server sees the sidecar's tunnel address: the
 			// request went through the tunnel, not the veth.
 			if want := "kernel http saw " + c.from + ":"; code != 0 || !strings.HasPrefix(string(out), want) {
@@ -211,13 +195,13 @@ func interopForwards(ctx context.Context, t *testing.T, env interopForwardEnv) {
 			}
 		}
 		url := "http://" + interopTunB4 + ":" + strconv.Itoa(interopKernelHTTPPort)
-		out, errs, code, took := curl(env.nsA, "--socks5-hostname", socks, url+"/big")
+		out, errs, code, took := curl(t, env.nsA, "--socks5-hostname", socks, url+"/big")
 		if code != 0 || sha256.Sum256(out) != bigSum {
 			t.Errorf("curl --socks5-hostname %s %s/big in %s: exit %d, %d bytes (want the kernel side's %d) %s", socks, url, env.nsA, code, len(out), len(big), errs)
 		} else {
 			t.Logf("curl --socks5-hostname %s/big (nsA): 1 MiB from the kernel side in %v", url, took.Round(time.Millisecond))
 		}
-		out, errs, code, took = curl(env.nsA, "--socks5-hostname", socks, "-H", "Expect:", "--data-binary", "@"+upload, url+"/upload")
+		out, errs, code, took = curl(t, env.nsA, "--socks5-hostname", socks, "-H", "Expect:", "--data-binary", "@"+upload, url+"/upload")
 		if want := fmt.Sprintf("kernel http got %d %x\n", len(big), bigSum); code != 0 || string(out) != want {
 			t.Errorf("curl --socks5-hostname %s --data-binary %s/upload in %s: exit %d, %q %s; want %q", socks, url, env.nsA, code, out, errs, want)
 		} else {

@@ -1,4 +1,4 @@
-package sidecar_test
+package monitor_test
 
 import (
 	"context"
@@ -23,6 +23,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/forward"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/monitor"
 	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/sidecartest"
@@ -261,7 +262,7 @@ func TestDropQueueFull(t *testing.T) {
 }
 
 func TestDropForwardRefused(t *testing.T) {
-	tcpTarget, udpTarget := closedPort(t, "tcp"), closedPort(t, "udp")
+	tcpTarget, udpTarget := testnet.ClosedAddr(t, "tcp"), testnet.ClosedAddr(t, "udp")
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{Configure: func(i int, cfg *wgconf.Config) {
 		if i == 1 {
 			cfg.TCPServerTunnels = []wgconf.TCPServerTunnel{{ListenPort: 8080, Target: tcpTarget}}
@@ -278,8 +279,8 @@ func TestDropForwardRefused(t *testing.T) {
 }
 
 func TestDropPolicyRefused(t *testing.T) {
-	socksAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
+	socksAddr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t, "tcp"))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t, "tcp"))
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{Configure: func(i int, cfg *wgconf.Config) {
 		if i == 0 {
 			cfg.Socks5 = []wgconf.Socks5{{BindAddress: socksAddr, Username: "alice", Password: "right"}}
@@ -315,7 +316,7 @@ func TestDropConnLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	serveConns(ln, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() })
+	testnet.Serve(t, ln, testnet.Discard)
 	f, err := forward.ListenTCP("127.0.0.1:0", "10.99.0.2:80", a, 1, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -474,8 +475,8 @@ func TestPhysicalTraces(t *testing.T) {
 // one through a tunnel-to-local forward: each shows as a trace at its app
 // point when it opens and as a conn record with its bytes when it ends.
 func TestConnRecords(t *testing.T) {
-	socksAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
-	host := listenEcho(t)
+	socksAddr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t, "tcp"))
+	host := testnet.HostServer(t, testnet.Echo)
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{Configure: func(i int, cfg *wgconf.Config) {
 		if i == 0 {
 			cfg.Socks5 = []wgconf.Socks5{{BindAddress: socksAddr}}

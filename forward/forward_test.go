@@ -1,10 +1,7 @@
-package sidecar_test
+package forward_test
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -12,74 +9,17 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar/forward"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
-
-// hostServer is a TCP server on the host's loopback that answers each
-// connection with "sum <sha256 of all it read>" once the client half-closes.
-func hostServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go serveSums(ln)
-	return ln.Addr().String()
-}
-
-func serveSums(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			h := sha256.New()
-			io.Copy(h, c) // until the client's half-close
-			fmt.Fprintf(c, "sum %x", h.Sum(nil))
-		}()
-	}
-}
-
-// closedPort returns a loopback address whose TCP or UDP port nothing
-// listens on (a moment ago).
-func closedPort(t *testing.T, network string) string {
-	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", freePort(t, network))
-}
-
-// sendAndSum writes size pseudo-random bytes, half-closes, and checks the
-// answer names their checksum: the whole answer arrives after the client
-// shut down writing.
-func sendAndSum(t *testing.T, c net.Conn, size int64) {
-	t.Helper()
-	defer c.Close()
-	h := sha256.New()
-	if _, err := io.CopyN(io.MultiWriter(c, h), newPattern(), size); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := fmt.Sprintf("sum %x", h.Sum(nil)); string(got) != want {
-		t.Fatalf("answer %q; want %q", got, want)
-	}
-}
 
 // TestForwardsBothWays: a local-to-tunnel TCP forward on node a reaches a
 // tunnel-to-local forward on node b, which reaches a host app: the data and
 // the half-close cross both, with equal checksums.
 func TestForwardsBothWays(t *testing.T) {
-	app := hostServer(t)
-	refusedTarget := closedPort(t, "tcp")
+	app := testnet.HostServer(t, testnet.SumReply)
+	refusedTarget := testnet.ClosedAddr(t, "tcp")
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
 		Configure: func(i int, cfg *wgconf.Config) {
 			if i == 1 {
@@ -98,7 +38,7 @@ func TestForwardsBothWays(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sendAndSum(t, c, 8<<20)
+		testnet.SendAndSum(t, c, 8<<20)
 	}
 
 	// Through a local-to-tunnel forward on a as well.
@@ -111,7 +51,7 @@ func TestForwardsBothWays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sendAndSum(t, c, 8<<20)
+	testnet.SendAndSum(t, c, 8<<20)
 
 	// A refused host target: the peer gets "connection refused" at once.
 	start := time.Now()
@@ -128,29 +68,9 @@ func TestForwardsBothWays(t *testing.T) {
 	}
 }
 
-func udpEchoHost(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(bytes.ToUpper(buf[:n]), from)
-		}
-	}()
-	return pc.LocalAddr().String()
-}
-
 func TestUDPForwardsBothWays(t *testing.T) {
-	echo := udpEchoHost(t)
-	refusedTarget := closedPort(t, "udp")
+	echo := testnet.HostPacketServer(t, testnet.UpperDatagram)
+	refusedTarget := testnet.ClosedAddr(t, "udp")
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
 		Configure: func(i int, cfg *wgconf.Config) {
 			if i == 1 {
@@ -226,15 +146,7 @@ func TestServerConnectionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() { // a host app that holds connections open
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	testnet.Serve(t, ln, testnet.Discard) // a host app that holds connections open
 	a, b := sidecartest.NewPair(t)
 	srv := &forward.Server{TCP: map[uint16]string{8090: ln.Addr().String()}, MaxConns: 2,
 		IsLocal: func(ip netip.Addr) bool { return ip == sidecartest.Addr4(1) }}

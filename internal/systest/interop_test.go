@@ -1,4 +1,4 @@
-package sidecar_test
+package systest
 
 import (
 	"bufio"
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -98,7 +99,7 @@ func TestInteropKernelWireGuard(t *testing.T) {
 
 	// Names unique to this process: /var/run/wireguard and the namespace
 	// and interface names are shared by the whole machine.
-	wgIf := fmt.Sprintf("wsik%d", interopID())
+	wgIf := fmt.Sprintf("wsik%d", testnet.ID())
 	sock := filepath.Join("/var/run/wireguard", wgIf+".sock")
 	dir := t.TempDir()
 
@@ -110,15 +111,15 @@ func TestInteropKernelWireGuard(t *testing.T) {
 	})
 
 	// --- The underlay: two namespaces and a veth pair between them. ---
-	u := newInteropUnderlay(ctx, t, "interop", "wsi")
-	nsA, nsB := u.nsA, u.nsB
+	u := testnet.NewUnderlay(ctx, t, "interop", "wsi")
+	nsA, nsB := u.NsA, u.NsB
 	for _, c := range []struct{ ns, dev, v4, v6 string }{
-		{nsA, u.vethA, interopUnderA + "/24", "fd00:231::1/64"},
-		{nsB, u.vethB, interopUnderB + "/24", "fd00:231::2/64"},
+		{nsA, u.VethA, interopUnderA + "/24", "fd00:231::1/64"},
+		{nsB, u.VethB, interopUnderB + "/24", "fd00:231::2/64"},
 	} {
-		interopRun(ctx, t, "ip", "-n", c.ns, "addr", "add", c.v4, "dev", c.dev)
-		interopRun(ctx, t, "ip", "-n", c.ns, "-6", "addr", "add", c.v6, "dev", c.dev, "nodad")
-		interopRun(ctx, t, "ip", "-n", c.ns, "link", "set", c.dev, "up")
+		testnet.Run(ctx, t, "ip", "-n", c.ns, "addr", "add", c.v4, "dev", c.dev)
+		testnet.Run(ctx, t, "ip", "-n", c.ns, "-6", "addr", "add", c.v6, "dev", c.dev, "nodad")
+		testnet.Run(ctx, t, "ip", "-n", c.ns, "link", "set", c.dev, "up")
 	}
 
 	// --- Keys. ---
@@ -143,7 +144,7 @@ func TestInteropKernelWireGuard(t *testing.T) {
 	// buffer, and so the window it offers the sidecar, is kept small
 	// enough that what the sidecar has in flight fits in it. (The default
 	// socket buffer itself is read-only in a namespace.)
-	interopRun(ctx, t, "ip", "netns", "exec", nsB, "sh", "-c", "echo 4096 65536 65536 > /proc/sys/net/ipv4/tcp_rmem")
+	testnet.Run(ctx, t, "ip", "netns", "exec", nsB, "sh", "-c", "echo 4096 65536 65536 > /proc/sys/net/ipv4/tcp_rmem")
 	wgGo := interopStart(ctx, t, "wireguard-go", []string{"WG_PROCESS_FOREGROUND=1"},
 		"ip", "netns", "exec", nsB, "wireguard-go", "-f", wgIf)
 	t.Cleanup(func() {
@@ -174,7 +175,7 @@ PublicKey = %s
 PresharedKey = %s
 AllowedIPs = %s/32, %s/128
 `, kernelPriv.Base64(), interopPortB, sidecarPub, psk.Base64(), interopTunA4, interopTunA6))
-	interopRun(ctx, t, "ip", "netns", "exec", nsB, "wg", "setconf", wgIf, kernelConf)
+	testnet.Run(ctx, t, "ip", "netns", "exec", nsB, "wg", "setconf", wgIf, kernelConf)
 	// Keep the kernel from sending what wireguard-go would only drop (no
 	// peer for fe80::/10 or ff02::/16): no link-local address, so no
 	// router solicitations or DAD, as the flow-log truth test counts the
@@ -182,12 +183,12 @@ AllowedIPs = %s/32, %s/128
 	for _, c := range []struct{ key, val string }{
 		{"addr_gen_mode", "1"}, {"accept_ra", "0"}, {"router_solicitations", "0"}, {"dad_transmits", "0"},
 	} {
-		interopRun(ctx, t, "ip", "netns", "exec", nsB, "sh", "-c",
+		testnet.Run(ctx, t, "ip", "netns", "exec", nsB, "sh", "-c",
 			fmt.Sprintf("echo %s > /proc/sys/net/ipv6/conf/%s/%s", c.val, wgIf, c.key))
 	}
-	interopRun(ctx, t, "ip", "-n", nsB, "addr", "add", interopTunB4+"/24", "dev", wgIf)
-	interopRun(ctx, t, "ip", "-n", nsB, "-6", "addr", "add", interopTunB6+"/64", "dev", wgIf, "nodad")
-	interopRun(ctx, t, "ip", "-n", nsB, "link", "set", wgIf, "up")
+	testnet.Run(ctx, t, "ip", "-n", nsB, "addr", "add", interopTunB4+"/24", "dev", wgIf)
+	testnet.Run(ctx, t, "ip", "-n", nsB, "-6", "addr", "add", interopTunB6+"/64", "dev", wgIf, "nodad")
+	testnet.Run(ctx, t, "ip", "-n", nsB, "link", "set", wgIf, "up")
 
 	// The TCP server on the kernel's stack in nsB: this binary again.
 	kernelSrv := interopStart(ctx, t, "kernel-server", []string{interopRoleEnv + "=kernel-server"},
@@ -239,7 +240,7 @@ Output = %s
 	if t.Failed() {
 		// Without a working tunnel every check from the kernel side
 		// would only time out too.
-		out, _ := interopOutput(ctx, 10*time.Second, "ip", "netns", "exec", nsB, "wg", "show", wgIf)
+		out, _ := testnet.Output(ctx, 10*time.Second, "ip", "netns", "exec", nsB, "wg", "show", wgIf)
 		t.Fatalf("the tunnel does not work from the sidecar's side; kernel-side checks skipped. wg show %s in %s:\n%s", wgIf, nsB, out)
 	}
 
@@ -255,7 +256,7 @@ Output = %s
 		{[]string{"-6", "-c", "2", "-i", "0.2", "-W", "2", "-M", "do", "-s", "1372", interopTunA6}, "IPv6, 1420-byte packets"},
 	} {
 		args := append([]string{"netns", "exec", nsB, "ping"}, c.args...)
-		out, err := interopOutput(ctx, 15*time.Second, "ip", args...)
+		out, err := testnet.Output(ctx, 15*time.Second, "ip", args...)
 		if err != nil {
 			t.Errorf("kernel side cannot ping the sidecar (%s): ping %s: %v\n%s", c.what, strings.Join(c.args, " "), err, out)
 		} else if !strings.Contains(out, " 0% packet loss") {
@@ -270,7 +271,7 @@ Output = %s
 		{"http://" + interopTunA4 + "/", "sidecar saw " + net.JoinHostPort(interopTunB4, "")},
 		{"http://[" + interopTunA6 + "]/", "sidecar saw " + net.JoinHostPort(interopTunB6, "")},
 	} {
-		out, err := interopOutput(ctx, 15*time.Second, "ip", "netns", "exec", nsB, "curl", "-sS", "-g", "--max-time", "5", c.url)
+		out, err := testnet.Output(ctx, 15*time.Second, "ip", "netns", "exec", nsB, "curl", "-sS", "-g", "--max-time", "5", c.url)
 		if err != nil {
 			t.Errorf("kernel side's curl %s failed: %v\n%s", c.url, err, out)
 		} else if !strings.HasPrefix(out, c.want) {
@@ -294,7 +295,7 @@ Output = %s
 	// sidecar's key, the preshared key in use, traffic both ways, and the
 	// endpoint learnt from the sidecar's packets.
 	show := func(what string) []string {
-		out, err := interopOutput(ctx, 10*time.Second, "ip", "netns", "exec", nsB, "wg", "show", wgIf, what)
+		out, err := testnet.Output(ctx, 10*time.Second, "ip", "netns", "exec", nsB, "wg", "show", wgIf, what)
 		if err != nil {
 			t.Fatalf("wg show %s %s: %v\n%s", wgIf, what, err, out)
 		}
@@ -324,7 +325,7 @@ Output = %s
 	// UDP datagrams on the veth.
 	t.Run("FlowLogTruth", func(t *testing.T) {
 		interopFlowLogTruth(ctx, t, interopTruthEnv{
-			nsB: nsB, wgIf: wgIf, vethB: u.vethB, dir: dir, flowFile: flowFile,
+			nsB: nsB, wgIf: wgIf, vethB: u.VethB, dir: dir, flowFile: flowFile,
 			sidecar: sc, sidecarPub: sidecarPriv.Public(),
 		})
 	})
@@ -533,34 +534,18 @@ func interopKernelServerChild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(c, "kernel %s saw %s: %s\n", c.LocalAddr(), c.RemoteAddr(), strings.TrimSpace(line))
-			}()
+	testnet.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return
 		}
-	}()
+		fmt.Fprintf(c, "kernel %s saw %s: %s\n", c.LocalAddr(), c.RemoteAddr(), strings.TrimSpace(line))
+	})
 	stopHTTP := interopServeHTTP(t, "kernel http", net.JoinHostPort("::", strconv.Itoa(interopKernelHTTPPort)))
 	fmt.Println(interopMark + "READY")
 	io.Copy(io.Discard, os.Stdin)
-	ln.Close()
 	stopHTTP()
-	wg.Wait()
 }
 
 // interopBigBody is 1 MiB of data that compresses badly and is the same in
@@ -581,70 +566,14 @@ type interopProc struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	out   *interopLines
-	errb  *interopBuffer
+	errb  *testnet.Buffer
 	done  chan struct{}
 	err   error // valid once done is closed
 }
 
-// interopID names what a namespace test makes after this process, so that
-// runs on one machine do not collide.
-func interopID() int { return os.Getpid() % 1_000_000 }
-
-// interopUnderlay is two network namespaces joined by a veth pair.
-type interopUnderlay struct{ nsA, nsB, vethA, vethB string }
-
-// newInteropUnderlay creates namespaces wgsc-TAG-a-ID and wgsc-TAG-b-ID,
-// a veth pair between them (ends VETHa-ID and VETHb-ID, within the 15
-// characters an interface name may have) and brings lo up in both. The
-// namespaces, and the veth ends with them, are deleted when the test ends;
-// a cleanup registered before them fails the test if any is left behind.
-func newInteropUnderlay(ctx context.Context, t *testing.T, tag, veth string) interopUnderlay {
-	t.Helper()
-	id := interopID()
-	u := interopUnderlay{
-		nsA:   fmt.Sprintf("wgsc-%s-a-%d", tag, id),
-		nsB:   fmt.Sprintf("wgsc-%s-b-%d", tag, id),
-		vethA: fmt.Sprintf("%sa%d", veth, id),
-		vethB: fmt.Sprintf("%sb%d", veth, id),
-	}
-	t.Cleanup(func() {
-		list, _ := exec.Command("ip", "netns", "list").Output()
-		for _, ns := range []string{u.nsA, u.nsB} {
-			if bytes.Contains(list, []byte(ns)) {
-				t.Errorf("network namespace %s left behind", ns)
-			}
-		}
-		interopCheckLinksGone(t, u.vethA, u.vethB)
-	})
-	for _, ns := range []string{u.nsA, u.nsB} {
-		interopRun(ctx, t, "ip", "netns", "add", ns)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
-			}
-		})
-	}
-	interopRun(ctx, t, "ip", "link", "add", u.vethA, "netns", u.nsA, "type", "veth", "peer", "name", u.vethB, "netns", u.nsB)
-	for _, ns := range []string{u.nsA, u.nsB} {
-		interopRun(ctx, t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	return u
-}
-
-// interopCheckLinksGone fails the test for each of devs still in the host
-// namespace.
-func interopCheckLinksGone(t *testing.T, devs ...string) {
-	links, _ := exec.Command("ip", "-o", "link", "show").Output()
-	for _, dev := range devs {
-		if strings.Contains(string(links), " "+dev+":") || strings.Contains(string(links), " "+dev+"@") {
-			t.Errorf("interface %s left behind in the host namespace", dev)
-		}
-	}
-}
-
 func interopStart(ctx context.Context, t *testing.T, name string, env []string, prog string, args ...string) *interopProc {
 	t.Helper()
-	p := &interopProc{name: name, out: newInteropLines(), errb: &interopBuffer{}, done: make(chan struct{})}
+	p := &interopProc{name: name, out: newInteropLines(), errb: &testnet.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.CommandContext(ctx, prog, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.errb
@@ -769,41 +698,6 @@ func (l *interopLines) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.all.String()
-}
-
-// interopBuffer is a bytes.Buffer safe for concurrent use.
-type interopBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *interopBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *interopBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// interopRun runs a setup command, failing t if it fails.
-func interopRun(ctx context.Context, t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := interopOutput(ctx, 10*time.Second, name, args...); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// interopOutput runs a command with a timeout and returns its combined
-// output.
-func interopOutput(ctx context.Context, d time.Duration, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	return string(out), err
 }
 
 func interopWriteFile(t *testing.T, path, content string) {

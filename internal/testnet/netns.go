@@ -1,0 +1,67 @@
+package testnet
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// ID names what a namespace test makes (namespaces, interfaces, sockets)
+// after this process, so that runs on one machine do not collide.
+func ID() int { return os.Getpid() % 1_000_000 }
+
+// Underlay is two network namespaces joined by a veth pair.
+type Underlay struct{ NsA, NsB, VethA, VethB string }
+
+// NewUnderlay creates namespaces wgsc-TAG-a-ID and wgsc-TAG-b-ID, a veth
+// pair between them (ends VETHa-ID and VETHb-ID, within the 15 characters
+// an interface name may have) and brings lo up in both. It needs root. The
+// namespaces, and the veth ends with them, are deleted when the test ends;
+// a cleanup registered before them fails the test if any is left behind.
+func NewUnderlay(ctx context.Context, t testing.TB, tag, veth string) Underlay {
+	t.Helper()
+	id := ID()
+	u := Underlay{
+		NsA:   fmt.Sprintf("wgsc-%s-a-%d", tag, id),
+		NsB:   fmt.Sprintf("wgsc-%s-b-%d", tag, id),
+		VethA: fmt.Sprintf("%sa%d", veth, id),
+		VethB: fmt.Sprintf("%sb%d", veth, id),
+	}
+	t.Cleanup(func() {
+		list, _ := exec.Command("ip", "netns", "list").Output()
+		for _, ns := range []string{u.NsA, u.NsB} {
+			if bytes.Contains(list, []byte(ns)) {
+				t.Errorf("network namespace %s left behind", ns)
+			}
+		}
+		CheckLinksGone(t, u.VethA, u.VethB)
+	})
+	for _, ns := range []string{u.NsA, u.NsB} {
+		Run(ctx, t, "ip", "netns", "add", ns)
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+			}
+		})
+	}
+	Run(ctx, t, "ip", "link", "add", u.VethA, "netns", u.NsA, "type", "veth", "peer", "name", u.VethB, "netns", u.NsB)
+	for _, ns := range []string{u.NsA, u.NsB} {
+		Run(ctx, t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	return u
+}
+
+// CheckLinksGone fails the test for each of devs still in the host
+// namespace.
+func CheckLinksGone(t testing.TB, devs ...string) {
+	links, _ := exec.Command("ip", "-o", "link", "show").Output()
+	for _, dev := range devs {
+		if strings.Contains(string(links), " "+dev+":") || strings.Contains(string(links), " "+dev+"@") {
+			t.Errorf("interface %s left behind in the host namespace", dev)
+		}
+	}
+}
