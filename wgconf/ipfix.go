@@ -138,7 +138,7 @@ func (w *writer) ipfix(x *IPFIX) {
 // appears at most once ("IPFIX"). On a Config built in code, or for a
 // section the file does not have, the error names the section instead of
 // a line.
-func (c *Config) KeyError(section, key string, err error) *Error {
+func (c *Config) KeyError(section, key string, err error) error {
 	kind, ok := sectionByName[strings.ToLower(section)]
 	if !ok {
 		return &Error{File: c.Path, Key: key, Err: err}

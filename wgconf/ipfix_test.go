@@ -23,7 +23,10 @@ func TestKeyError(t *testing.T) {
 		{"FlowLog", "Window", 0},    // a section the file does not have
 		{"NoSuchSection", "Key", 0}, // not a section at all
 	} {
-		e := c.KeyError(tc.section, tc.key, cause)
+		var e *Error
+		if !errors.As(c.KeyError(tc.section, tc.key, cause), &e) {
+			t.Fatalf("KeyError(%s, %s) is not an *Error", tc.section, tc.key)
+		}
 		if e.File != "test.conf" || e.Line != tc.line || e.Key != tc.key || !errors.Is(e, cause) {
 			t.Errorf("KeyError(%s, %s) = %q at %s:%d key %q, want test.conf:%d key %q wrapping the cause", tc.section, tc.key, e, e.File, e.Line, e.Key, tc.line, tc.key)
 		}
