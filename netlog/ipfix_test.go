@@ -1,6 +1,7 @@
 package netlog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/wgsidecar/sidecar/internal/leaktest"
 	"github.com/wgsidecar/sidecar/ipfix"
+	"github.com/wgsidecar/sidecar/metrics"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -172,6 +174,17 @@ func TestStartNodeIPFIXErrors(t *testing.T) {
 	}
 	if st := nl.ipfix.Stats(); st.Records != 1 || st.Messages != 2 {
 		t.Errorf("after one window of one flow: %+v, want the templates and one record", st)
+	}
+	var reg metrics.Registry
+	nl.RegisterMetrics(&reg)
+	var page bytes.Buffer
+	if err := metrics.Write(&page, reg.Gather()); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"wgsidecar_ipfix_messages_total 2\n", "wgsidecar_ipfix_records_total 1\n", "wgsidecar_ipfix_export_errors_total 0\n"} {
+		if !strings.Contains(page.String(), line) {
+			t.Errorf("/metrics lacks %q:\n%s", line, page.String())
+		}
 	}
 	if err := nl.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
