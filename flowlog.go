@@ -12,10 +12,10 @@ import (
 )
 
 // startFlowLog starts the flow log (package netlog) when the file has a
-// [FlowLog] or [LogStream] section or Options.FlowSink is set.
+// [FlowLog], [LogStream] or [IPFIX] section or Options.FlowSink is set.
 func (n *Node) startFlowLog() error {
 	fl, err := netlog.StartNode(netlog.NodeConfig{
-		FlowLog: n.cfg.FlowLog, LogStream: n.cfg.LogStream, Extra: n.opts.FlowSink,
+		FlowLog: n.cfg.FlowLog, LogStream: n.cfg.LogStream, IPFIX: n.cfg.IPFIX, KeyError: n.cfg.KeyError, Extra: n.opts.FlowSink,
 		KeepLatest: n.cfg.Control != nil, NodeID: NodeID(n.public),
 		Routes: netlog.ClassRoutes(n.cfg, n.PeerConfig()), PeerEndpoints: n.peerEndpoints,
 		StreamFlush: n.opts.LogStreamFlush, Log: n.log,

@@ -31,7 +31,7 @@ type importRule struct {
 var (
 	gvisor    = "gvisor.dev/..."
 	wireguard = "golang.zx2c4.com/wireguard/..."
-	core      = []string{"netstack", "wrap", "stats", "classify", "logtail", "logproto", "wgconf", "devconf", "metrics", "relay", "resolver", "udpbind"}
+	core      = []string{"netstack", "wrap", "stats", "classify", "logtail", "logproto", "wgconf", "devconf", "metrics", "relay", "resolver", "udpbind", "ipfix"}
 	middle    = []string{"proxy/...", "forward/...", "netlog/...", "monitor/...", "watchdog/...", "control/...", "collector/...", "sidecartest/..."}
 )
 
@@ -53,6 +53,11 @@ var importRules = []importRule{
 		pkgs:   []string{"logtail"},
 		forbid: []string{"stats/...", "classify/...", "netlog/...", "wrap/...", "collector/..."},
 		why:    "logtail knows nothing of flows (it carries any JSON entry)",
+	},
+	{
+		pkgs:   []string{"ipfix"},
+		forbid: []string{gvisor, wireguard, "..."},
+		why:    "the IPFIX exporter stands alone: plain addresses, ports and counts; it knows nothing of gVisor, WireGuard or the flow log",
 	},
 	{
 		pkgs:   []string{"collector"},

@@ -13,16 +13,22 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar/classify"
+	"github.com/wgsidecar/sidecar/ipfix"
 	"github.com/wgsidecar/sidecar/logtail"
 	"github.com/wgsidecar/sidecar/metrics"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
 // NodeConfig is what a node's flow log is made from: its file's
-// [FlowLog] and [LogStream] sections and what the node knows.
+// [FlowLog], [LogStream] and [IPFIX] sections and what the node knows.
 type NodeConfig struct {
 	FlowLog   *wgconf.FlowLog   // nil: no [FlowLog] section
 	LogStream *wgconf.LogStream // nil: no upload
+	IPFIX     *wgconf.IPFIX     // nil: no IPFIX export
+	// KeyError, if set, turns an error found in a section at start-up
+	// (a collector that does not resolve) into one that names the file,
+	// line and key (wgconf.Config.KeyError).
+	KeyError func(section, key string, err error) error
 	// Extra, if set, receives the flow log too and turns it on by itself
 	// (the embedding API's Options.FlowSink).
 	Extra Sink
@@ -50,6 +56,7 @@ type NodeLog struct {
 	*Logger
 	window time.Duration
 	stream *logtail.Logger // nil without [LogStream]
+	ipfix  *ipfix.Exporter // nil without [IPFIX]
 	recent *Recent
 }
 
@@ -67,7 +74,7 @@ func NodeID(pub wgconf.PublicKey) string {
 // (logged as a warning).
 func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 	fl := c.FlowLog
-	if fl == nil && c.Extra == nil && c.LogStream == nil {
+	if fl == nil && c.Extra == nil && c.LogStream == nil && c.IPFIX == nil {
 		return nil, nil
 	}
 	nl := &NodeLog{Logger: &Logger{}, window: DefaultWindow, recent: &Recent{Keep: c.KeepLatest}}
@@ -116,6 +123,22 @@ func (nl *NodeLog) sinks(c NodeConfig) ([]Sink, error) {
 		}
 		nl.stream = stream
 		sinks = append(sinks, NewStreamSink(stream, 5*time.Second))
+	}
+	if c.IPFIX != nil {
+		keyError := c.KeyError
+		if keyError == nil {
+			keyError = func(section, key string, err error) error { return fmt.Errorf("[%s] %s: %w", section, key, err) }
+		}
+		nodeID := c.NodeID
+		if c.FlowLog != nil && c.FlowLog.NodeID != "" {
+			nodeID = c.FlowLog.NodeID
+		}
+		exp, sink, err := openIPFIX(c.IPFIX, nodeID, keyError, c.Log)
+		if err != nil {
+			return sinks, err
+		}
+		nl.ipfix = exp
+		sinks = append(sinks, sink)
 	}
 	if fl := c.FlowLog; fl != nil {
 		switch fl.Output {
@@ -203,6 +226,9 @@ func (nl *NodeLog) RegisterMetrics(r *metrics.Registry) {
 	})
 	if nl.stream != nil {
 		nl.stream.RegisterMetrics(r)
+	}
+	if exp := nl.ipfix; exp != nil {
+		r.Register(func() []metrics.Family { return ipfixMetrics(exp) })
 	}
 }
 

@@ -4,7 +4,7 @@
 // [TCPServerTunnel], [UDPProxyTunnel], [STDIOTunnel], [Resolve], a root
 // WGConfig import and $VAR values), plus the sidecar's own sections
 // ([UDPServerTunnel], [Serve], [FlowLog], [LogStream], [Control],
-// [Metrics]).
+// [Metrics], [IPFIX]).
 //
 // It parses into plain values (keys, netip prefixes and addresses, strings,
 // durations), reports every problem as an *Error naming file, line and key,
@@ -87,10 +87,13 @@ type Config struct {
 	LogStream        *LogStream
 	Control          *Control
 	Metrics          *Metrics
+	IPFIX            *IPFIX
 
 	// Warnings about keys that were accepted but have no effect here. Parse
 	// returns them for the caller to log; they are not errors.
 	Warnings []Warning
+
+	pos *positions // where Parse found each section and key; nil when built in code
 }
 
 // Interface is the [Interface] section.

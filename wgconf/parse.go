@@ -50,6 +50,7 @@ func Parse(name string, data []byte, opts Options) (*Config, error) {
 		return nil, err
 	}
 	p.applyDefaults()
+	p.cfg.pos = p.pos
 	if err := p.cfg.validate(p.pos); err != nil {
 		return nil, err
 	}

@@ -125,6 +125,13 @@ Socket = /run/wgsidecar.sock
 
 [Metrics]
 BindAddress = [::1]:9100
+
+[ipfix]
+Collector = flows.example.net:4739
+Transport = TCP
+ObservationDomain = 42
+TemplateRefresh = 1m
+Layers = virtual, Physical
 `
 
 var goodEnv = map[string]string{
@@ -225,6 +232,10 @@ func goodWant() *Config {
 		},
 		Control: &Control{Socket: "/run/wgsidecar.sock"},
 		Metrics: &Metrics{BindAddress: "[::1]:9100"},
+		IPFIX: &IPFIX{
+			Collector: "flows.example.net:4739", Transport: "tcp", ObservationDomain: 42,
+			TemplateRefresh: time.Minute, Layers: []string{"virtual", "physical"},
+		},
 	}
 }
 
@@ -260,6 +271,7 @@ func parseGood(t testing.TB) *Config {
 func diffConfig(got, want *Config) []string {
 	g, w := *got, *want
 	g.Path, w.Path, g.Warnings, w.Warnings = "", "", nil, nil
+	g.pos, w.pos = nil, nil
 	var out []string
 	diffValue("Config", reflect.ValueOf(g), reflect.ValueOf(w), &out)
 	return out
@@ -375,6 +387,8 @@ PrivateID = `+testStreamID+`
 [Control]
 [Metrics]
 [Serve]
+[IPFIX]
+Collector = 127.0.0.1:4739
 `), testOptions(nil, nil))
 	if err != nil {
 		t.Fatal(err)
@@ -388,6 +402,7 @@ PrivateID = `+testStreamID+`
 		Control:   &Control{},
 		Metrics:   &Metrics{BindAddress: "127.0.0.1:9586"},
 		Serve:     &Serve{},
+		IPFIX:     &IPFIX{Collector: "127.0.0.1:4739", Transport: "udp", TemplateRefresh: 10 * time.Minute, Layers: []string{"virtual", "subnet", "exit"}},
 	}
 	checkDiff(t, "defaults", c, want)
 	if len(c.Warnings) != 0 {
@@ -563,6 +578,14 @@ var badCases = []badCase{
 	{name: "LogStream bad PrivateID", text: minimal + "[LogStream]\nURL = http://c\nCollection = c\nPrivateID = " + testStreamID[:63] + "\n", line: 6, key: "PrivateID", msg: "64 hex digits", secrets: []string{testStreamID[:63]}},
 	{name: "bad MaxBuffer", text: minimal + "[LogStream]\nMaxBuffer = lots\n", line: 4, key: "MaxBuffer", msg: "not a size"},
 	{name: "bad Metrics BindAddress", text: minimal + "[Metrics]\nBindAddress = 127.0.0.1:99999\n", line: 4, key: "BindAddress", msg: "port must be a number"},
+	{name: "IPFIX without Collector", text: minimal + "[IPFIX]\nTransport = udp\n", line: 3, key: "Collector", msg: "required key is missing"},
+	{name: "IPFIX Collector port 0", text: minimal + "[IPFIX]\nCollector = 127.0.0.1:0\n", line: 4, key: "Collector", msg: "port must be a number from 1 to 65535"},
+	{name: "IPFIX Collector without port", text: minimal + "[IPFIX]\nCollector = flows.example.net\n", line: 4, key: "Collector", msg: "not host:port"},
+	{name: "IPFIX unknown layer", text: minimal + "[IPFIX]\nCollector = 127.0.0.1:4739\nLayers = virtual, wire\n", line: 5, key: "Layers", msg: `"wire" is not one of virtual, subnet, exit, physical`},
+	{name: "IPFIX bad Transport", text: minimal + "[IPFIX]\nCollector = 127.0.0.1:4739\nTransport = sctp\n", line: 5, key: "Transport", msg: `"sctp" is not one of udp, tcp`},
+	{name: "IPFIX ObservationDomain 0", text: minimal + "[IPFIX]\nCollector = 127.0.0.1:4739\nObservationDomain = 0\n", line: 5, key: "ObservationDomain", msg: "not a number from 1 to 4294967295"},
+	{name: "IPFIX ObservationDomain too large", text: minimal + "[IPFIX]\nCollector = 127.0.0.1:4739\nObservationDomain = 4294967296\n", line: 5, key: "ObservationDomain", msg: "not a number from 1"},
+	{name: "IPFIX TemplateRefresh 0", text: minimal + "[IPFIX]\nCollector = 127.0.0.1:4739\nTemplateRefresh = 0\n", line: 5, key: "TemplateRefresh", msg: "must be more than 0"},
 	{name: "control character from env", text: minimal + "[FlowLog]\nNodeID = $CTRL\n", line: 4, key: "NodeID", msg: "control character"},
 }
 

@@ -9,7 +9,7 @@ import (
 // NeedRestart names the sections that differ between the running
 // configuration and next but that a running node cannot change: its
 // [Interface] (key, port, addresses, MTU, DNS), [Serve], [FlowLog],
-// [LogStream], [Control], [Metrics], [Resolve] and [STDIOTunnel]. Peers
+// [LogStream], [Control], [Metrics], [IPFIX], [Resolve] and [STDIOTunnel]. Peers
 // and the proxy and forward sections are not among them. A missing
 // [Control] in next is no change: the binary adds a default one.
 func NeedRestart(running, next *Config) []string {
@@ -31,6 +31,7 @@ func NeedRestart(running, next *Config) []string {
 		differ("[Control]", running.Control, next.Control)
 	}
 	differ("[Metrics]", running.Metrics, next.Metrics)
+	differ("[IPFIX]", running.IPFIX, next.IPFIX)
 	differ("[Resolve]", running.Resolve, next.Resolve)
 	differ("[STDIOTunnel]", running.STDIOTunnels, next.STDIOTunnels)
 	return out

@@ -36,6 +36,7 @@ func TestNeedRestart(t *testing.T) {
 		{"control dropped: the binary adds a default", func(c *Config) { c.Control = nil }, nil},
 		{"control moved", func(c *Config) { c.Control = &Control{Socket: "/run/b.sock"} }, []string{"[Control]"}},
 		{"serve", func(c *Config) { c.Serve = &Serve{Exit: true} }, []string{"[Serve]"}},
+		{"ipfix added", func(c *Config) { c.IPFIX = &IPFIX{Collector: "127.0.0.1:4739"} }, []string{"[IPFIX]"}},
 	} {
 		next := base()
 		c.change(next)

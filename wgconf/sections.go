@@ -33,6 +33,7 @@ const (
 	secLogStream
 	secControl
 	secMetrics
+	secIPFIX
 	numSections
 )
 
@@ -204,6 +205,7 @@ func init() {
 		secMetrics: {name: "Metrics", open: func(c *Config) { c.Metrics = &Metrics{BindAddress: DefaultMetricsAddress} }, keys: []keySpec{
 			{name: "BindAddress", set: func(p *parser, v string) error { return setText(&p.cfg.Metrics.BindAddress, v, false) }},
 		}},
+		secIPFIX: ipfixSection(),
 	}
 	sectionByName = make(map[string]sectionKind, numSections)
 	for k := range sections {

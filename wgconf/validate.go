@@ -306,6 +306,9 @@ func (v *validator) checkSidecar() error {
 			return err
 		}
 	}
+	if x := v.c.IPFIX; x != nil {
+		return v.checkIPFIX(x)
+	}
 	return nil
 }
 

@@ -108,6 +108,7 @@ func (w *writer) sidecar(c *Config) {
 		w.section("Metrics")
 		w.kv("BindAddress", cmp.Or(m.BindAddress, DefaultMetricsAddress))
 	}
+	w.ipfix(c.IPFIX)
 }
 
 // WGQuick writes only [Interface] and [Peer] in wg-quick(8) syntax, with

@@ -125,6 +125,13 @@ Socket = /run/wgsidecar.sock
 
 [Metrics]
 BindAddress = [::1]:9100
+
+[IPFIX]
+Collector = flows.example.net:4739
+Transport = tcp
+ObservationDomain = 42
+TemplateRefresh = 60s
+Layers = virtual, physical
 `
 	if got := string(parseGood(t).Marshal()); got != want {
 		t.Errorf("Marshal:\n%s\nwant:\n%s", got, want)

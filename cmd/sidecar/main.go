@@ -16,8 +16,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/ipfix"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -252,6 +254,15 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	cfg, err := wgconf.ParseFile(*file)
 	if err != nil {
 		return err
+	}
+	if x := cfg.IPFIX; x != nil {
+		// As the node would at its start.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := ipfix.Resolve(ctx, x.Collector)
+		cancel()
+		if err != nil {
+			return cfg.KeyError("IPFIX", "Collector", err)
+		}
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w)

@@ -125,6 +125,28 @@ AllowedIPs = 10.5.0.2/32
 	if want := bad + ":3: ListenPort:"; code != 1 || !strings.Contains(stderr, want) {
 		t.Errorf("check bad file: exit %d, stderr %q; want it to contain %q", code, stderr, want)
 	}
+
+	// [IPFIX]: the collector's name is resolved as at start; a name the
+	// resolver refuses without asking a DNS server (a label may not end
+	// in '-') stands for one that does not resolve.
+	for _, tc := range []struct{ ipfix, want string }{
+		{"Collector = localhost:4739\nLayers = virtual, physical\n", ""},
+		{"Layers = exit\nCollector = no-such-collector-:4739\n", ":6: Collector: lookup no-such-collector-"},
+		{"Collector = 127.0.0.1:0\n", ":5: Collector: \"127.0.0.1:0\": port must be a number from 1 to 65535"},
+		{"Collector = 127.0.0.1:4739\nLayers = virtual, wire\n", `:6: Layers: "wire" is not one of virtual, subnet, exit, physical`},
+	} {
+		f := writeFile(t, "ipfix.conf", fmt.Sprintf("[Interface]\nPrivateKey = %s\n\n[IPFIX]\n%s", k.Base64(), tc.ipfix))
+		code, stdout, stderr := runCmd(t, "", "check", "-c", f)
+		if tc.want == "" {
+			if code != 0 || !strings.Contains(stdout, "OK") {
+				t.Errorf("check [IPFIX] %q: exit %d, %q %q", tc.ipfix, code, stdout, stderr)
+			}
+			continue
+		}
+		if code != 1 || !strings.Contains(stderr, f+tc.want) {
+			t.Errorf("check [IPFIX] %q: exit %d, stderr %q; want it to contain %q", tc.ipfix, code, stderr, f+tc.want)
+		}
+	}
 }
 
 // TestUpRunsAndStopsOnSignal runs `sidecar up` as a real process from a
