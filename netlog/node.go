@@ -63,8 +63,10 @@ func NodeID(pub wgconf.PublicKey) string {
 
 // StartNode starts the flow log of a node over its virtual (tun) and
 // physical (sock) counting wrappers. It returns nil, nil when the
-// configuration asks for no flow log, or asks for one with no output
-// (logged as a warning).
+// configuration asks for no flow log: no [FlowLog] or [LogStream] section
+// and no Extra sink. A [FlowLog] section with no Output still turns it on:
+// its windows are kept for Recent (the control socket's flows) and
+// counted in the metrics.
 func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 	fl := c.FlowLog
 	if fl == nil && c.Extra == nil && c.LogStream == nil {
@@ -76,12 +78,7 @@ func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 		closeSinks(sinks)
 		return nil, err
 	}
-	if len(sinks) == 0 {
-		c.Log.Warn("flow log has no output: set [FlowLog] Output or [LogStream]")
-		return nil, nil
-	}
-	// Added last, the record of recent windows never turns the flow log
-	// on by itself.
+	outputs := len(sinks)
 	sinks = append(sinks, nl.recent)
 	names := &peerNamer{endpoints: c.PeerEndpoints}
 	cfg := Config{NodeID: c.NodeID, Sink: Tee(sinks), Routes: c.Routes, PeerOf: names.name,
@@ -99,7 +96,7 @@ func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 		cfg.Sink.Close()
 		return nil, fmt.Errorf("sidecar: flow log: %w", err)
 	}
-	c.Log.Info("flow log on", "node_id", cfg.NodeID, "window", nl.window.String())
+	c.Log.Info("flow log on", "node_id", cfg.NodeID, "window", nl.window.String(), "outputs", outputs)
 	return nl, nil
 }
 
