@@ -18,7 +18,7 @@ func (n *Node) startFlowLog() error {
 		FlowLog: n.cfg.FlowLog, LogStream: n.cfg.LogStream, Extra: n.opts.FlowSink,
 		KeepLatest: n.cfg.Control != nil, NodeID: NodeID(n.public),
 		Routes: netlog.ClassRoutes(n.cfg, n.PeerConfig()), PeerEndpoints: n.peerEndpoints,
-		StreamFlush: n.opts.LogStreamFlush, Log: n.log,
+		StreamFlush: n.opts.LogStreamFlush, Log: n.log, At: n.cfg.At,
 	}, n.tun, n.bind)
 	if err != nil {
 		return err

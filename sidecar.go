@@ -178,7 +178,7 @@ func (n *Node) startDevice() error {
 		Promiscuous: cfg.Serve != nil && (len(cfg.Serve.Subnets) > 0 || cfg.Serve.Exit),
 	})
 	if err != nil {
-		return fmt.Errorf("sidecar: %w", err)
+		return cfg.At(&cfg.Interface, "Address", fmt.Errorf("sidecar: %w", err))
 	}
 	n.stack = st
 	n.fwd = forward.NewSet(forward.SetConfig{
@@ -199,11 +199,11 @@ func (n *Node) startDevice() error {
 	n.dev = device.NewDevice(n.tun, n.bind, monitor.DeviceLogger(n.log, &n.mon))
 	if err := n.dev.IpcSet(devconf.Interface(cfg.Interface.PrivateKey, cfg.Interface.ListenPort)); err != nil {
 		n.release()
-		return fmt.Errorf("sidecar: configure device: %w", err)
+		return cfg.At(&cfg.Interface, "ListenPort", fmt.Errorf("sidecar: configure device: %w", err))
 	}
 	if err := n.dev.Up(); err != nil {
 		n.release()
-		return fmt.Errorf("sidecar: bring device up: %w", err)
+		return cfg.At(&cfg.Interface, "ListenPort", fmt.Errorf("sidecar: bring device up: %w", err))
 	}
 	if err := n.setPeers(cfg.Peers, true); err != nil {
 		n.release()

@@ -147,6 +147,7 @@ func (s *Set) Apply(cfg *wgconf.Config, atStart bool) (started, stopped []string
 		}
 		r, err := s.start(sec)
 		if err != nil {
+			err = cfg.At(sec, refusedKey(sec, err), err)
 			if atStart {
 				return nil, nil, err
 			}
@@ -158,6 +159,9 @@ func (s *Set) Apply(cfg *wgconf.Config, atStart bool) (started, stopped []string
 		started = append(started, r.name)
 	}
 	if err := s.updateServerLocked(); err != nil {
+		if s.c.Serve != nil {
+			err = cfg.At(cfg.Serve, "Subnets", err)
+		}
 		if atStart {
 			return nil, nil, err
 		}
@@ -165,6 +169,23 @@ func (s *Set) Apply(cfg *wgconf.Config, atStart bool) (started, stopped []string
 	}
 	return started, stopped, errors.Join(errs...)
 }
+
+// refusedKey is the key of section that err, the failure to start it,
+// is about: for the file's error to name it.
+func refusedKey(section any, err error) string {
+	switch section.(type) {
+	case wgconf.HTTPProxy:
+		if errors.Is(err, errHTTPS) {
+			return "CertFile"
+		}
+	case wgconf.TCPServerTunnel, wgconf.UDPServerTunnel:
+		return "ListenPort"
+	}
+	return "BindAddress"
+}
+
+// errHTTPS refuses wireproxy's HTTPS proxy.
+var errHTTPS = errors.New("CertFile/KeyFile (an HTTPS proxy) is not supported yet")
 
 // start starts the proxy or forward of one section. A tunnel-to-local
 // forward is only recorded here; updateServerLocked hands it to the server.
@@ -187,7 +208,7 @@ func (s *Set) start(section any) (*running, error) {
 	case wgconf.HTTPProxy:
 		r := &running{section: t, name: "[http] " + t.BindAddress, kind: "http"}
 		if t.CertFile != "" || t.KeyFile != "" {
-			return nil, fmt.Errorf("forward: %s: CertFile/KeyFile (an HTTPS proxy) is not supported yet", r.name)
+			return nil, fmt.Errorf("forward: %s: %w", r.name, errHTTPS)
 		}
 		p, err := proxy.ListenHTTP(proxy.HTTPConfig{
 			BindAddress: HostBind(t.BindAddress), Username: t.Username, Password: t.Password, MaxConns: s.c.MaxConns, Logger: s.c.Log,

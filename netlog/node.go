@@ -40,6 +40,9 @@ type NodeConfig struct {
 	// logtail's default when zero.
 	StreamFlush time.Duration
 	Log         *slog.Logger
+	// At, if set, names the file, line and key of a section's key in
+	// an error starting it (wgconf.Config.At).
+	At func(section any, key string, err error) error
 }
 
 // NodeLog is the flow log of one node, as its configuration asks: the
@@ -76,7 +79,7 @@ func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 	sinks, err := nl.sinks(c)
 	if err != nil {
 		closeSinks(sinks)
-		return nil, err
+		return nil, c.at(err)
 	}
 	outputs := len(sinks)
 	sinks = append(sinks, nl.recent)
@@ -100,6 +103,26 @@ func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 	return nl, nil
 }
 
+// at places err, an error opening an output, in the file when c.At is
+// set: a *sinkError names its section and key.
+func (c NodeConfig) at(err error) error {
+	var se *sinkError
+	if c.At == nil || !errors.As(err, &se) {
+		return err
+	}
+	return c.At(se.section, se.key, err)
+}
+
+// sinkError is an error opening the output that key of section names.
+type sinkError struct {
+	section any
+	key     string
+	err     error
+}
+
+func (e *sinkError) Error() string { return e.err.Error() }
+func (e *sinkError) Unwrap() error { return e.err }
+
 // sinks opens the outputs the configuration names.
 func (nl *NodeLog) sinks(c NodeConfig) ([]Sink, error) {
 	var sinks []Sink
@@ -107,9 +130,9 @@ func (nl *NodeLog) sinks(c NodeConfig) ([]Sink, error) {
 		sinks = append(sinks, c.Extra)
 	}
 	if c.LogStream != nil {
-		stream, err := openStream(c.LogStream, c.StreamFlush, c.Log)
+		stream, key, err := openStream(c.LogStream, c.StreamFlush, c.Log)
 		if err != nil {
-			return sinks, err
+			return sinks, &sinkError{c.LogStream, key, err}
 		}
 		nl.stream = stream
 		sinks = append(sinks, NewStreamSink(stream, 5*time.Second))
@@ -122,7 +145,7 @@ func (nl *NodeLog) sinks(c NodeConfig) ([]Sink, error) {
 		default:
 			fs, err := NewFileSink(fl.Output)
 			if err != nil {
-				return sinks, fmt.Errorf("sidecar: flow log: %w", err)
+				return sinks, &sinkError{fl, "Output", fmt.Errorf("sidecar: flow log: %w", err)}
 			}
 			sinks = append(sinks, fs)
 		}
@@ -137,11 +160,12 @@ func closeSinks(sinks []Sink) {
 }
 
 // openStream starts the upload of the flow log to a collector
-// ([LogStream]), with its disk buffer.
-func openStream(ls *wgconf.LogStream, flush time.Duration, log *slog.Logger) (*logtail.Logger, error) {
+// ([LogStream]), with its disk buffer. On error it names the key at
+// fault.
+func openStream(ls *wgconf.LogStream, flush time.Duration, log *slog.Logger) (*logtail.Logger, string, error) {
 	priv, err := logtail.ParsePrivateID(ls.PrivateID)
 	if err != nil {
-		return nil, fmt.Errorf("sidecar: [LogStream] PrivateID: %w", err)
+		return nil, "PrivateID", fmt.Errorf("sidecar: [LogStream] PrivateID: %w", err)
 	}
 	cfg := logtail.Config{
 		BaseURL: ls.URL, Collection: ls.Collection, PrivateID: priv,
@@ -151,7 +175,7 @@ func openStream(ls *wgconf.LogStream, flush time.Duration, log *slog.Logger) (*l
 	if ls.CopyID != "" {
 		c, err := logtail.ParsePrivateID(ls.CopyID)
 		if err != nil {
-			return nil, fmt.Errorf("sidecar: [LogStream] CopyID: %w", err)
+			return nil, "CopyID", fmt.Errorf("sidecar: [LogStream] CopyID: %w", err)
 		}
 		cfg.CopyID = &c
 	}
@@ -164,10 +188,10 @@ func openStream(ls *wgconf.LogStream, flush time.Duration, log *slog.Logger) (*l
 	}
 	l, err := logtail.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("sidecar: [LogStream]: %w", err)
+		return nil, "BufferDir", fmt.Errorf("sidecar: [LogStream]: %w", err)
 	}
 	log.Info("log stream on", "collector", ls.URL, "collection", ls.Collection, "stream", priv.Public().String(), "buffer", cfg.BufferDir)
-	return l, nil
+	return l, "", nil
 }
 
 // Window is the length of the flow log's windows.

@@ -91,6 +91,8 @@ type Config struct {
 	// Warnings about keys that were accepted but have no effect here. Parse
 	// returns them for the caller to log; they are not errors.
 	Warnings []Warning
+
+	pos *positions // where Parse found each section and key, for At; nil when built in code
 }
 
 // Interface is the [Interface] section.

@@ -177,7 +177,7 @@ func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if len(cfg.STDIOTunnels) > 0 && cfg.FlowLog != nil && cfg.FlowLog.Output == "-" {
-		return fmt.Errorf("%s: [STDIOTunnel] uses stdout; set [FlowLog] Output to a file", o.file)
+		return cfg.At(cfg.FlowLog, "Output", errors.New("[STDIOTunnel] uses stdout; set Output to a file"))
 	}
 	if cfg.Control == nil {
 		// `sidecar status`, `flows` and `monitor` find a running sidecar
