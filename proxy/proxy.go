@@ -99,6 +99,10 @@ func logger(l *slog.Logger, kind string, addr net.Addr) *slog.Logger {
 // Addr returns the address the proxy listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
+// Conns reports the client connections open now and admitted since the
+// proxy started (those refused at the limit are not counted).
+func (s *Server) Conns() (open int, accepted uint64) { return s.conns.Counts() }
+
 // Close stops the proxy: it closes the listener and every client
 // connection, relayed connection and UDP association, and returns once
 // every goroutine the server started has finished. It is idempotent.
