@@ -34,7 +34,7 @@ type NodeConfig struct {
 	Routes classify.Routes
 	// PeerEndpoints returns each peer's current UDP endpoint with its
 	// AllowedIPs, to name the peers in physical-layer entries (see
-	// TunnelAddr).
+	// peerNamer).
 	PeerEndpoints func() map[netip.AddrPort][]netip.Prefix
 	// StreamFlush is how long an entry may wait before its upload;
 	// logtail's default when zero.
@@ -84,7 +84,7 @@ func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 	outputs := len(sinks)
 	sinks = append(sinks, nl.recent)
 	names := &peerNamer{endpoints: c.PeerEndpoints}
-	cfg := Config{NodeID: c.NodeID, Sink: Tee(sinks), Routes: c.Routes, PeerOf: names.name,
+	cfg := Config{NodeID: c.NodeID, Sink: Tee(sinks), Routes: c.Routes, PeerOf: names.name, LearnPeers: names.learn,
 		OnError: func(err error) { c.Log.Warn("flow log", "err", err) }}
 	if fl != nil {
 		cfg.Window, cfg.LogExitFlows = fl.Window, fl.LogExitFlows
