@@ -31,7 +31,7 @@ Usage:
                            show a running sidecar: its peers, handshakes, transfer, listeners
   sidecar flows [--socket PATH | -c FILE] [-j]
                            show a running sidecar's latest flow-log window
-  sidecar monitor [--socket PATH | -c FILE] [-j | -v | -w FILE] [--type T] [--src|--dst|--addr P] [-n N]
+  sidecar monitor [--socket PATH | -c FILE] [-j | -v | -x | -w FILE] [--type T] [--src|--dst|--addr P] [-n N]
                            print a running sidecar's live packet events, or write them to pcap
   sidecar genkey           print a new private key
   sidecar pubkey           read a private key on stdin, print its public key
