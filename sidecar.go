@@ -187,7 +187,7 @@ func (n *Node) startDevice() error {
 	if len(cfg.Interface.DNS) > 0 {
 		n.dns = &resolver.Resolver{Servers: cfg.Interface.DNS, Search: cfg.Interface.DNSSearch, Dial: st.DialContext}
 	}
-	n.dialer = resolver.Dialer{Lookup: n.LookupNetIP, Dial: st.DialContext,
+	n.dialer = resolver.Dialer{Lookup: n.LookupNetIP, Dial: watchdog.GuardDial(dogNode{n}, st.DialContext),
 		PreferIPv6: cfg.Resolve != nil && cfg.Resolve.ResolveStrategy == "ipv6"}
 	var tunDev tun.Device = st.Device()
 	if n.opts.WrapTUN != nil {
