@@ -162,8 +162,8 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 }
 
 // startDevice makes the stack and the WireGuard device over it, with the
-// counting wrappers and the monitor's taps between them, and brings the
-// device up with its peers.
+// counting wrappers and the monitor's taps between them, starts the flow
+// log on the wrappers, and brings the device up with its peers.
 func (n *Node) startDevice() error {
 	cfg := n.cfg
 	var addrs []netip.Addr
@@ -197,6 +197,12 @@ func (n *Node) startDevice() error {
 	n.tun = wrap.NewTUN(monitor.TapTUN(tunDev, &n.mon, n.isRouted))
 	n.bind = wrap.NewBind(monitor.TapBind(udpbind.New(), &n.mon))
 	n.dev = device.NewDevice(n.tun, n.bind, monitor.DeviceLogger(n.log, &n.mon))
+	// Counting starts before the socket's first packet: the handshake
+	// that Up and setPeers send is in the first window.
+	if err := n.startFlowLog(); err != nil {
+		n.release()
+		return err
+	}
 	if err := n.dev.IpcSet(devconf.Interface(cfg.Interface.PrivateKey, cfg.Interface.ListenPort)); err != nil {
 		n.release()
 		return cfg.At(&cfg.Interface, "ListenPort", fmt.Errorf("sidecar: configure device: %w", err))
@@ -212,13 +218,10 @@ func (n *Node) startDevice() error {
 	return nil
 }
 
-// startFeatures starts what the file asks for beyond the device: the flow
-// log, the proxies and forwards, the control socket, the metrics and the
-// watchdog. On error the caller releases the node.
+// startFeatures starts what the file asks for beyond the device and its
+// flow log: the proxies and forwards, the control socket, the metrics and
+// the watchdog. On error the caller releases the node.
 func (n *Node) startFeatures() error {
-	if err := n.startFlowLog(); err != nil {
-		return err
-	}
 	if _, _, err := n.applyForwards(n.cfg, true); err != nil {
 		return err
 	}
