@@ -24,10 +24,12 @@ const SessionLife = 180 * time.Second
 const DefaultHint = 10 * time.Second
 
 // NoSessionWait is how long a TCP dial through the tunnel waits for the
-// peer it is routed to before GuardDial fails it for having no session: a
-// handshake takes one round trip, so a peer that has not answered by then
-// is likely not answering at all.
-const NoSessionWait = 3 * time.Second
+// peer it is routed to before GuardDial fails it for having no session.
+// WireGuard sends an initiation at most every 5 s (plus up to 1/3 s of
+// jitter) while a handshake is pending, so any wait this long holds a try
+// and its round trip: a peer that has not answered by then is not
+// answering.
+const NoSessionWait = 6 * time.Second
 
 // peerState is what sessionLoop remembers of a peer.
 type peerState struct {
