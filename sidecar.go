@@ -86,6 +86,11 @@ type Options struct {
 	// when zero. A connection over the limit is refused and the refusal
 	// logged.
 	MaxConns int
+	// TCPKeepalive is the silence after which the tunnel side of a TCP
+	// connection (Dial, proxies, forwards) probes its peer; one to a peer
+	// gone away ends within twice it (see netstack.Options.Keepalive):
+	// netstack.DefaultKeepalive (30 s) when zero, negative turns it off.
+	TCPKeepalive time.Duration
 	// LogStreamFlush, if set, is how long a flow-log entry may wait
 	// before its upload to the [LogStream] collector (logtail's default,
 	// 1 s, when zero).
@@ -176,6 +181,7 @@ func (n *Node) startDevice() error {
 		Routes:    cfg.TunnelRoutes(cfg.Peers),
 		// Serving subnets or exit traffic takes packets for any address.
 		Promiscuous: cfg.Serve != nil && (len(cfg.Serve.Subnets) > 0 || cfg.Serve.Exit),
+		Keepalive:   n.opts.TCPKeepalive,
 	})
 	if err != nil {
 		return cfg.At(&cfg.Interface, "Address", fmt.Errorf("sidecar: %w", err))
