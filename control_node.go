@@ -66,7 +66,7 @@ func (n *Node) startControl() error {
 	path := cmp.Or(c.Socket, control.DefaultSocket(NodeID(n.public)))
 	srv, err := control.Listen(path, controlAPI{n}, n.log.With("component", "control"))
 	if err != nil {
-		return fmt.Errorf("sidecar: [Control] %w", err)
+		return n.cfg.At(c, "Socket", fmt.Errorf("sidecar: [Control] %w", err))
 	}
 	n.ctl.socket = srv
 	n.log.Info("control socket on", "path", path)
@@ -83,7 +83,7 @@ func (n *Node) startMetrics() error {
 	}
 	srv, err := metrics.Serve(forward.HostBind(cmp.Or(m.BindAddress, wgconf.DefaultMetricsAddress)), &n.reg, n.notReady)
 	if err != nil {
-		return fmt.Errorf("sidecar: [Metrics] %w", err)
+		return n.cfg.At(m, "BindAddress", fmt.Errorf("sidecar: [Metrics] %w", err))
 	}
 	n.ctl.metrics = srv
 	n.log.Info("metrics on", "address", srv.Addr().String())

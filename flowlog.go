@@ -15,10 +15,10 @@ import (
 // [FlowLog], [LogStream] or [IPFIX] section or Options.FlowSink is set.
 func (n *Node) startFlowLog() error {
 	fl, err := netlog.StartNode(netlog.NodeConfig{
-		FlowLog: n.cfg.FlowLog, LogStream: n.cfg.LogStream, IPFIX: n.cfg.IPFIX, KeyError: n.cfg.KeyError, Extra: n.opts.FlowSink,
+		FlowLog: n.cfg.FlowLog, LogStream: n.cfg.LogStream, IPFIX: n.cfg.IPFIX, Extra: n.opts.FlowSink,
 		KeepLatest: n.cfg.Control != nil, NodeID: NodeID(n.public),
 		Routes: netlog.ClassRoutes(n.cfg, n.PeerConfig()), PeerEndpoints: n.peerEndpoints,
-		StreamFlush: n.opts.LogStreamFlush, Log: n.log,
+		StreamFlush: n.opts.LogStreamFlush, Log: n.log, At: n.cfg.At,
 	}, n.tun, n.bind)
 	if err != nil {
 		return err

@@ -86,6 +86,11 @@ type Options struct {
 	// when zero. A connection over the limit is refused and the refusal
 	// logged.
 	MaxConns int
+	// TCPKeepalive is the silence after which the tunnel side of a TCP
+	// connection (Dial, proxies, forwards) probes its peer; one to a peer
+	// gone away ends within twice it (see netstack.Options.Keepalive):
+	// netstack.DefaultKeepalive (30 s) when zero, negative turns it off.
+	TCPKeepalive time.Duration
 	// LogStreamFlush, if set, is how long a flow-log entry may wait
 	// before its upload to the [LogStream] collector (logtail's default,
 	// 1 s, when zero).
@@ -162,8 +167,8 @@ func Start(cfg *wgconf.Config, opts Options) (*Node, error) {
 }
 
 // startDevice makes the stack and the WireGuard device over it, with the
-// counting wrappers and the monitor's taps between them, and brings the
-// device up with its peers.
+// counting wrappers and the monitor's taps between them, starts the flow
+// log on the wrappers, and brings the device up with its peers.
 func (n *Node) startDevice() error {
 	cfg := n.cfg
 	var addrs []netip.Addr
@@ -176,9 +181,10 @@ func (n *Node) startDevice() error {
 		Routes:    cfg.TunnelRoutes(cfg.Peers),
 		// Serving subnets or exit traffic takes packets for any address.
 		Promiscuous: cfg.Serve != nil && (len(cfg.Serve.Subnets) > 0 || cfg.Serve.Exit),
+		Keepalive:   n.opts.TCPKeepalive,
 	})
 	if err != nil {
-		return fmt.Errorf("sidecar: %w", err)
+		return cfg.At(&cfg.Interface, "Address", fmt.Errorf("sidecar: %w", err))
 	}
 	n.stack = st
 	n.fwd = forward.NewSet(forward.SetConfig{
@@ -187,7 +193,7 @@ func (n *Node) startDevice() error {
 	if len(cfg.Interface.DNS) > 0 {
 		n.dns = &resolver.Resolver{Servers: cfg.Interface.DNS, Search: cfg.Interface.DNSSearch, Dial: st.DialContext}
 	}
-	n.dialer = resolver.Dialer{Lookup: n.LookupNetIP, Dial: st.DialContext,
+	n.dialer = resolver.Dialer{Lookup: n.LookupNetIP, Dial: watchdog.GuardDial(dogNode{n}, st.DialContext),
 		PreferIPv6: cfg.Resolve != nil && cfg.Resolve.ResolveStrategy == "ipv6"}
 	var tunDev tun.Device = st.Device()
 	if n.opts.WrapTUN != nil {
@@ -197,13 +203,19 @@ func (n *Node) startDevice() error {
 	n.tun = wrap.NewTUN(monitor.TapTUN(tunDev, &n.mon, n.isRouted))
 	n.bind = wrap.NewBind(monitor.TapBind(udpbind.New(), &n.mon))
 	n.dev = device.NewDevice(n.tun, n.bind, monitor.DeviceLogger(n.log, &n.mon))
+	// Counting starts before the socket's first packet: the handshake
+	// that Up and setPeers send is in the first window.
+	if err := n.startFlowLog(); err != nil {
+		n.release()
+		return err
+	}
 	if err := n.dev.IpcSet(devconf.Interface(cfg.Interface.PrivateKey, cfg.Interface.ListenPort)); err != nil {
 		n.release()
-		return fmt.Errorf("sidecar: configure device: %w", err)
+		return cfg.At(&cfg.Interface, "ListenPort", fmt.Errorf("sidecar: configure device: %w", err))
 	}
 	if err := n.dev.Up(); err != nil {
 		n.release()
-		return fmt.Errorf("sidecar: bring device up: %w", err)
+		return cfg.At(&cfg.Interface, "ListenPort", fmt.Errorf("sidecar: bring device up: %w", err))
 	}
 	if err := n.setPeers(cfg.Peers, true); err != nil {
 		n.release()
@@ -212,13 +224,10 @@ func (n *Node) startDevice() error {
 	return nil
 }
 
-// startFeatures starts what the file asks for beyond the device: the flow
-// log, the proxies and forwards, the control socket, the metrics and the
-// watchdog. On error the caller releases the node.
+// startFeatures starts what the file asks for beyond the device and its
+// flow log: the proxies and forwards, the control socket, the metrics and
+// the watchdog. On error the caller releases the node.
 func (n *Node) startFeatures() error {
-	if err := n.startFlowLog(); err != nil {
-		return err
-	}
 	if _, _, err := n.applyForwards(n.cfg, true); err != nil {
 		return err
 	}

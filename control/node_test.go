@@ -130,10 +130,22 @@ func TestControlStatusListeners(t *testing.T) {
 	}
 }
 
+// TestControlFlows: a [FlowLog] section turns the flow log on, with an
+// Output or without one (#15): the control socket serves the latest window
+// either way.
 func TestControlFlows(t *testing.T) {
+	for _, output := range []string{"file", "none"} {
+		t.Run(output, func(t *testing.T) { testControlFlows(t, output) })
+	}
+}
+
+func testControlFlows(t *testing.T, output string) {
 	nodes, socks := controlNodes(t, 2, func(i int, cfg *wgconf.Config) {
 		// A window that never ends by itself: the test cuts it.
-		cfg.FlowLog = &wgconf.FlowLog{Window: time.Hour, Output: filepath.Join(t.TempDir(), "flows.ndjson")}
+		cfg.FlowLog = &wgconf.FlowLog{Window: time.Hour}
+		if output == "file" {
+			cfg.FlowLog.Output = filepath.Join(t.TempDir(), "flows.ndjson")
+		}
 	})
 	a, b := nodes[0], nodes[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

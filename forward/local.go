@@ -59,8 +59,9 @@ func (f *TCPForward) serve() {
 			return
 		}
 		rec := monitor.ConnRecord{Kind: "tcp-forward", From: c.RemoteAddr().String(), To: f.target}
-		if ok, _ := f.conns.Admit(); !ok {
-			f.log.Warn("forward: connection limit reached; closing new connection", "listen", f.ln.Addr().String(), "limit", f.conns.Max())
+		ok, refused := f.conns.Admit()
+		logBurst(f.log, ok, refused, "forward: connection limit reached; closing new connections", f.ln.Addr(), f.conns.Max())
+		if !ok {
 			rec.Verdict = fmt.Sprintf("refused: limit of %d connections", f.conns.Max())
 			f.mon.DropConn(monitor.FromApp, monitor.ConnLimit, rec)
 			c.Close()
@@ -108,6 +109,18 @@ func (f *TCPForward) relay(c net.Conn, rec monitor.ConnRecord) {
 	in, out := relay.Conns(c, t, nil)
 	rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(in), uint64(out), time.Since(start)
 	f.mon.Conn(rec)
+}
+
+// logBurst logs the first refusal of a burst (msg) and, at the admission
+// that ends it, how many were refused: one line each way however many
+// clients a burst turns away. ok and refused are relay.Limiter.Admit's.
+func logBurst(log *slog.Logger, ok bool, refused int, msg string, listen net.Addr, limit int) {
+	switch {
+	case !ok && refused == 1:
+		log.Warn(msg, "listen", listen.String(), "limit", limit)
+	case ok && refused > 0:
+		log.Info("forward: accepting connections again", "listen", listen.String(), "refused", refused)
+	}
 }
 
 // Close stops listening and ends every relayed connection.
@@ -194,8 +207,9 @@ func (f *UDPForward) session(client net.Addr) *udpSession {
 		return s
 	}
 	rec := monitor.ConnRecord{Kind: "udp-forward", From: key, To: f.target}
-	if ok, _ := f.conns.Admit(); !ok {
-		f.log.Warn("forward: UDP session limit reached; dropping datagram", "listen", f.pc.LocalAddr().String(), "limit", f.conns.Max())
+	ok, refused := f.conns.Admit()
+	logBurst(f.log, ok, refused, "forward: UDP session limit reached; dropping datagrams of new clients", f.pc.LocalAddr(), f.conns.Max())
+	if !ok {
 		rec.Verdict = fmt.Sprintf("refused: limit of %d sessions", f.conns.Max())
 		f.mon.DropConn(monitor.FromApp, monitor.ConnLimit, rec)
 		return nil

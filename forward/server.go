@@ -52,6 +52,54 @@ type Server struct {
 
 	mu    sync.Mutex
 	local map[io.Closer]portRelay // relays of a port forward, by their peer-side connection
+	count map[portKey]*portCount  // each port forward's connections (UDP: flows)
+}
+
+// portKey names a port forward: its protocol and port.
+type portKey struct {
+	udp  bool
+	port uint16
+}
+
+// portCount is what a port forward has relayed: open now and accepted in
+// all.
+type portCount struct {
+	open     atomic.Int64
+	accepted atomic.Uint64
+}
+
+// counter returns the count of a port forward, made on first use.
+func (s *Server) counter(udp bool, port uint16) *portCount {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.count == nil {
+		s.count = map[portKey]*portCount{}
+	}
+	k := portKey{udp, port}
+	c := s.count[k]
+	if c == nil {
+		c = &portCount{}
+		s.count[k] = c
+	}
+	return c
+}
+
+// PortConns reports the connections (UDP: flows) a port forward has open
+// now and has accepted since the server started.
+func (s *Server) PortConns(udp bool, port uint16) (open int, accepted uint64) {
+	c := s.counter(udp, port)
+	return int(c.open.Load()), c.accepted.Load()
+}
+
+// opened counts a relay of a port forward (nil for a served
+// destination) and returns what ends it.
+func opened(c *portCount) (closed func()) {
+	if c == nil {
+		return func() {}
+	}
+	c.accepted.Add(1)
+	c.open.Add(1)
+	return func() { c.open.Add(-1) }
 }
 
 // ports is one version of the port forwards; SetPorts replaces it whole.
@@ -220,8 +268,14 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 	}
 	rec.Verdict = "open"
 	s.Monitor.TraceConn(monitor.ToApp, rec)
+	var pc *portCount
+	if local {
+		pc = s.counter(false, r.Dst.Port())
+	}
+	closed := opened(pc)
 	if !s.conns.Go(func() {
 		defer s.conns.Release()
+		defer closed()
 		toPeer, toHost := relay.Conns(c, host, nil)
 		s.untrack(c)
 		s.conns.Unhold(c)
@@ -229,6 +283,7 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 		rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(toHost), uint64(toPeer), time.Since(start)
 		s.Monitor.Conn(rec)
 	}) {
+		closed()
 		s.untrack(c) // Close has begun; it ends c and host
 		return
 	}
@@ -253,11 +308,15 @@ func (s *Server) handleUDP(r *netstack.UDPRequest) bool {
 		s.conns.Release()
 		return true
 	}
+	var pc *portCount
 	if local {
 		s.trackLocal(c, portRelay{udp: true, port: r.Dst.Port(), target: target})
+		pc = s.counter(true, r.Dst.Port())
 	}
+	closed := opened(pc)
 	if !s.conns.Go(func() {
 		defer s.conns.Release()
+		defer closed()
 		defer s.conns.Unhold(c)
 		defer s.untrack(c)
 		timeout := p.udpTimeout
@@ -266,6 +325,7 @@ func (s *Server) handleUDP(r *netstack.UDPRequest) bool {
 		}
 		s.relayUDP(r, c, target, timeout)
 	}) {
+		closed()
 		s.untrack(c)
 		s.conns.Release()
 	}

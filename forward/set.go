@@ -34,8 +34,8 @@ type SetConfig struct {
 	// MaxConns bounds each proxy's and forward's concurrent connections;
 	// relay.DefaultMaxConns when zero.
 	MaxConns int
-	// Log receives "forward on", "proxy on" and "forward off"; nil means
-	// slog.Default().
+	// Log receives "forward on" and "forward off" (a proxy logs its own
+	// start); nil means slog.Default().
 	Log *slog.Logger
 	// Monitor, if set, receives the connection records of the
 	// tunnel-to-local forwards and served destinations. The proxies and
@@ -147,6 +147,7 @@ func (s *Set) Apply(cfg *wgconf.Config, atStart bool) (started, stopped []string
 		}
 		r, err := s.start(sec)
 		if err != nil {
+			err = cfg.At(sec, refusedKey(sec, err), err)
 			if atStart {
 				return nil, nil, err
 			}
@@ -158,6 +159,9 @@ func (s *Set) Apply(cfg *wgconf.Config, atStart bool) (started, stopped []string
 		started = append(started, r.name)
 	}
 	if err := s.updateServerLocked(); err != nil {
+		if s.c.Serve != nil {
+			err = cfg.At(cfg.Serve, "Subnets", err)
+		}
 		if atStart {
 			return nil, nil, err
 		}
@@ -165,6 +169,23 @@ func (s *Set) Apply(cfg *wgconf.Config, atStart bool) (started, stopped []string
 	}
 	return started, stopped, errors.Join(errs...)
 }
+
+// refusedKey is the key of section that err, the failure to start it,
+// is about: for the file's error to name it.
+func refusedKey(section any, err error) string {
+	switch section.(type) {
+	case wgconf.HTTPProxy:
+		if errors.Is(err, errHTTPS) {
+			return "CertFile"
+		}
+	case wgconf.TCPServerTunnel, wgconf.UDPServerTunnel:
+		return "ListenPort"
+	}
+	return "BindAddress"
+}
+
+// errHTTPS refuses wireproxy's HTTPS proxy.
+var errHTTPS = errors.New("CertFile/KeyFile (an HTTPS proxy) is not supported yet")
 
 // start starts the proxy or forward of one section. A tunnel-to-local
 // forward is only recorded here; updateServerLocked hands it to the server.
@@ -183,45 +204,50 @@ func (s *Set) start(section any) (*running, error) {
 		p, err := proxy.ListenSOCKS5(proxy.SOCKS5Config{
 			BindAddress: HostBind(t.BindAddress), Username: t.Username, Password: t.Password, MaxConns: s.c.MaxConns, Logger: s.c.Log,
 		}, s.c.Dialer)
-		return s.started(r, p, p.Addr, nil, err, "auth", t.Username != "")
+		return s.started(r, p, p.Addr, p.Conns, err)
 	case wgconf.HTTPProxy:
 		r := &running{section: t, name: "[http] " + t.BindAddress, kind: "http"}
 		if t.CertFile != "" || t.KeyFile != "" {
-			return nil, fmt.Errorf("forward: %s: CertFile/KeyFile (an HTTPS proxy) is not supported yet", r.name)
+			return nil, fmt.Errorf("forward: %s: %w", r.name, errHTTPS)
 		}
 		p, err := proxy.ListenHTTP(proxy.HTTPConfig{
 			BindAddress: HostBind(t.BindAddress), Username: t.Username, Password: t.Password, MaxConns: s.c.MaxConns, Logger: s.c.Log,
 		}, s.c.Dialer)
-		return s.started(r, p, p.Addr, nil, err, "auth", t.Username != "")
+		return s.started(r, p, p.Addr, p.Conns, err)
 	case wgconf.TCPServerTunnel:
 		return s.tunnelToLocal(&running{section: t, name: fmt.Sprintf("[TCPServerTunnel] %d", t.ListenPort),
-			kind: "tcp tunnel-to-local", listen: fmt.Sprintf(":%d", t.ListenPort), target: t.Target}, t.ListenPort), nil
+			kind: "tcp tunnel-to-local", listen: fmt.Sprintf(":%d", t.ListenPort), target: t.Target}, false, t.ListenPort), nil
 	case wgconf.UDPServerTunnel:
 		return s.tunnelToLocal(&running{section: t, name: fmt.Sprintf("[UDPServerTunnel] %d", t.ListenPort),
-			kind: "udp tunnel-to-local", listen: fmt.Sprintf(":%d", t.ListenPort), target: t.Target}, t.ListenPort), nil
+			kind: "udp tunnel-to-local", listen: fmt.Sprintf(":%d", t.ListenPort), target: t.Target}, true, t.ListenPort), nil
 	}
 	return nil, fmt.Errorf("forward: unknown section %T", section)
 }
 
 // started completes r with the host listener c that its section started
-// (or failed to start, with err): c's address, conns (nil for a proxy,
-// which is not counted), and a "forward on" or "proxy on" line with attrs.
+// (or failed to start, with err): c's address, its connection counts, and
+// a "forward on" line with attrs (a proxy logs its own start).
 // c is not looked at when err is set.
 func (s *Set) started(r *running, c io.Closer, addr func() net.Addr, conns func() (int, uint64), err error, attrs ...any) (*running, error) {
 	if err != nil {
 		return nil, fmt.Errorf("forward: %s: %w", r.name, err)
 	}
 	r.closer, r.listen, r.conns = c, addr().String(), conns
-	msg := "forward on"
-	if r.kind == "socks5" || r.kind == "http" {
-		msg = "proxy on"
+	if r.kind != "socks5" && r.kind != "http" {
+		s.c.Log.Info("forward on", append([]any{"kind", r.kind, "listen", r.listen}, attrs...)...)
 	}
-	s.c.Log.Info(msg, append([]any{"kind", r.kind, "listen", r.listen}, attrs...)...)
 	return r, nil
 }
 
-// tunnelToLocal logs and returns r, a tunnel-to-local forward of port.
-func (s *Set) tunnelToLocal(r *running, port int) *running {
+// tunnelToLocal logs and returns r, a tunnel-to-local forward of port,
+// counted by the shared server.
+func (s *Set) tunnelToLocal(r *running, udp bool, port int) *running {
+	r.conns = func() (int, uint64) {
+		if s.srv == nil { // s.mu is held by Listeners
+			return 0, 0
+		}
+		return s.srv.PortConns(udp, uint16(port))
+	}
 	s.c.Log.Info("forward on", "kind", r.kind, "port", port, "target", r.target)
 	return r
 }

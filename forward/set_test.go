@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +82,7 @@ func TestSetApply(t *testing.T) {
 	}
 	want := []Listener{
 		{Kind: "tcp local-to-tunnel", Listen: ls[0].Listen, Target: target, Counted: true, Open: 1, Accepted: 1},
-		{Kind: "socks5", Listen: ls[1].Listen},
+		{Kind: "socks5", Listen: ls[1].Listen, Counted: true},
 	}
 	if got := s.Listeners(); !slices.Equal(got, want) {
 		t.Errorf("Listeners() = %+v; want %+v", got, want)
@@ -156,5 +157,32 @@ func TestHostBind(t *testing.T) {
 		if got := HostBind(tc.in); got != tc.want {
 			t.Errorf("HostBind(%q) = %q; want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestSetProxyStartLogsOnce: a proxy's start is one log line (the
+// proxy's own, with its kind, address and whether it asks for
+// credentials), a forward's one "forward on" (#15).
+func TestSetProxyStartLogsOnce(t *testing.T) {
+	t.Cleanup(leaktest.Check(t))
+	var logs strings.Builder
+	s := NewSet(SetConfig{Dialer: &hostDialer{}, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	cfg := &wgconf.Config{
+		Socks5:           []wgconf.Socks5{{BindAddress: "127.0.0.1:0"}},
+		HTTP:             []wgconf.HTTPProxy{{BindAddress: "127.0.0.1:0"}},
+		TCPClientTunnels: []wgconf.TCPClientTunnel{{BindAddress: "127.0.0.1:0", Target: "10.0.0.2:80"}},
+	}
+	if _, _, err := s.Apply(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	out := logs.String()
+	for _, want := range []string{`msg="socks5 proxy listening" proxy=socks5`, `msg="http proxy listening" proxy=http`, `msg="forward on" kind="tcp local-to-tunnel"`} {
+		if n := strings.Count(out, want); n != 1 {
+			t.Errorf("%q logged %d times; want once", want, n)
+		}
+	}
+	if n := strings.Count(out, "\n"); n != 3 {
+		t.Errorf("%d lines for three starts:\n%s", n, out)
 	}
 }

@@ -105,8 +105,8 @@ func ObservationDomain(nodeID string) uint32 {
 }
 
 // openIPFIX starts the export that [IPFIX] asks for: it resolves the
-// collector (an error names the Collector key through keyError).
-func openIPFIX(x *wgconf.IPFIX, nodeID string, keyError func(section, key string, err error) error, log *slog.Logger) (*ipfix.Exporter, *IPFIXSink, error) {
+// collector (an error is a *sinkError naming the Collector key).
+func openIPFIX(x *wgconf.IPFIX, nodeID string, log *slog.Logger) (*ipfix.Exporter, *IPFIXSink, error) {
 	domain := x.ObservationDomain
 	if domain == 0 {
 		domain = ObservationDomain(nodeID)
@@ -116,12 +116,12 @@ func openIPFIX(x *wgconf.IPFIX, nodeID string, keyError func(section, key string
 		ObservationDomain: domain, TemplateRefresh: x.TemplateRefresh,
 	})
 	if err != nil {
-		return nil, nil, keyError("IPFIX", "Collector", err)
+		return nil, nil, &sinkError{x, "Collector", fmt.Errorf("[IPFIX] Collector: %w", err)}
 	}
 	sink, err := NewIPFIXSink(exp, x.Layers)
 	if err != nil {
 		exp.Close()
-		return nil, nil, keyError("IPFIX", "Layers", err)
+		return nil, nil, &sinkError{x, "Layers", fmt.Errorf("[IPFIX] Layers: %w", err)}
 	}
 	log.Info("ipfix export on", "collector", x.Collector, "address", exp.Collector().String(), "transport", x.Transport, "observation_domain", domain, "layers", x.Layers)
 	return exp, sink, nil

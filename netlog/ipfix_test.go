@@ -136,24 +136,24 @@ func TestObservationDomain(t *testing.T) {
 }
 
 // TestStartNodeIPFIXErrors: a collector that does not resolve stops the
-// start, with the error the node's KeyError makes of it. (The name is one
+// start, with the error the node's At makes of it. (The name is one
 // the resolver refuses without asking a DNS server: a label may not end in
 // '-'.)
 func TestStartNodeIPFIXErrors(t *testing.T) {
 	defer leaktest.Check(t)()
 	log := slog.New(slog.DiscardHandler)
-	cfg, err := wgconf.Parse("test.conf", []byte("[Interface]\nPrivateKey = kNH1TGDZC+AdefOEQcts3GlPUIuRwMrS7cSJZBiZg3Y=\n\n[IPFIX]\nCollector = no-such-collector-:4739\n"), wgconf.Options{})
+	cfg, err := wgconf.Parse("test.conf", []byte("[Interface]\nPrivateKey = kNH1TGDZC+AdefOEQcts3GlPUIuRwMrS7cSJZBiZg3Y=\nAddress = 10.0.0.1/32\n\n[IPFIX]\nCollector = no-such-collector-:4739\n"), wgconf.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	nl, err := StartNode(NodeConfig{IPFIX: cfg.IPFIX, KeyError: cfg.KeyError, NodeID: "n1", Log: log}, nil, nil)
+	nl, err := StartNode(NodeConfig{IPFIX: cfg.IPFIX, At: cfg.At, NodeID: "n1", Log: log}, nil, nil)
 	var e *wgconf.Error
-	if nl != nil || !errors.As(err, &e) || e.File != "test.conf" || e.Line != 5 || e.Key != "Collector" || !strings.Contains(err.Error(), "no-such-collector-") {
-		t.Fatalf("StartNode with an unresolvable collector: %v, %v; want test.conf:5: Collector: ...", nl, err)
+	if nl != nil || !errors.As(err, &e) || e.File != "test.conf" || e.Line != 6 || e.Key != "Collector" || !strings.Contains(err.Error(), "no-such-collector-") {
+		t.Fatalf("StartNode with an unresolvable collector: %v, %v; want test.conf:6: Collector: ...", nl, err)
 	}
 	_, err = StartNode(NodeConfig{IPFIX: cfg.IPFIX, NodeID: "n1", Log: log}, nil, nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "[IPFIX] Collector: ") {
-		t.Fatalf("without KeyError: %v", err)
+		t.Fatalf("without At: %v", err)
 	}
 
 	// [IPFIX] alone turns the flow log on.

@@ -36,6 +36,10 @@ type Config struct {
 	// PeerOf names the tunnel address of the peer behind a UDP endpoint,
 	// for the source of physical-layer entries; the zero Addr if unknown.
 	PeerOf func(netip.AddrPort) netip.Addr
+	// LearnPeers, if set, is shown each window's virtual-layer flows
+	// before PeerOf names the physical ones, to learn the addresses
+	// peers use.
+	LearnPeers func(virtual []Flow)
 	// MaxFlows bounds each layer's table per window (stats.DefaultMaxFlows
 	// when zero); a full table cuts the window early.
 	MaxFlows int
@@ -226,7 +230,11 @@ func (l *Logger) flush(ctx context.Context, s *stats.Stats) error {
 		if w.Empty() {
 			continue
 		}
-		msgs := Build(l.cfg.NodeID, w.Start, w.End, l.flows(w.Virtual, true), l.flows(w.Physical, false), l.cfg.LogExitFlows, isNode)
+		virtual := l.flows(w.Virtual, true)
+		if l.cfg.LearnPeers != nil {
+			l.cfg.LearnPeers(virtual)
+		}
+		msgs := Build(l.cfg.NodeID, w.Start, w.End, virtual, l.flows(w.Physical, false), l.cfg.LogExitFlows, isNode)
 		for i := range msgs {
 			if err := l.cfg.Sink.Write(ctx, &msgs[i]); err != nil {
 				err = fmt.Errorf("netlog: writing window %v..%v: %w", w.Start, w.End, err)

@@ -25,10 +25,6 @@ type NodeConfig struct {
 	FlowLog   *wgconf.FlowLog   // nil: no [FlowLog] section
 	LogStream *wgconf.LogStream // nil: no upload
 	IPFIX     *wgconf.IPFIX     // nil: no IPFIX export
-	// KeyError, if set, turns an error found in a section at start-up
-	// (a collector that does not resolve) into one that names the file,
-	// line and key (wgconf.Config.KeyError).
-	KeyError func(section, key string, err error) error
 	// Extra, if set, receives the flow log too and turns it on by itself
 	// (the embedding API's Options.FlowSink).
 	Extra Sink
@@ -40,12 +36,15 @@ type NodeConfig struct {
 	Routes classify.Routes
 	// PeerEndpoints returns each peer's current UDP endpoint with its
 	// AllowedIPs, to name the peers in physical-layer entries (see
-	// TunnelAddr).
+	// peerNamer).
 	PeerEndpoints func() map[netip.AddrPort][]netip.Prefix
 	// StreamFlush is how long an entry may wait before its upload;
 	// logtail's default when zero.
 	StreamFlush time.Duration
 	Log         *slog.Logger
+	// At, if set, names the file, line and key of a section's key in
+	// an error starting it (wgconf.Config.At).
+	At func(section any, key string, err error) error
 }
 
 // NodeLog is the flow log of one node, as its configuration asks: the
@@ -70,8 +69,10 @@ func NodeID(pub wgconf.PublicKey) string {
 
 // StartNode starts the flow log of a node over its virtual (tun) and
 // physical (sock) counting wrappers. It returns nil, nil when the
-// configuration asks for no flow log, or asks for one with no output
-// (logged as a warning).
+// configuration asks for no flow log: no [FlowLog] or [LogStream] section
+// and no Extra sink. A [FlowLog] section with no Output still turns it on:
+// its windows are kept for Recent (the control socket's flows) and
+// counted in the metrics.
 func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 	fl := c.FlowLog
 	if fl == nil && c.Extra == nil && c.LogStream == nil && c.IPFIX == nil {
@@ -81,17 +82,12 @@ func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 	sinks, err := nl.sinks(c)
 	if err != nil {
 		closeSinks(sinks)
-		return nil, err
+		return nil, c.at(err)
 	}
-	if len(sinks) == 0 {
-		c.Log.Warn("flow log has no output: set [FlowLog] Output or [LogStream]")
-		return nil, nil
-	}
-	// Added last, the record of recent windows never turns the flow log
-	// on by itself.
+	outputs := len(sinks)
 	sinks = append(sinks, nl.recent)
 	names := &peerNamer{endpoints: c.PeerEndpoints}
-	cfg := Config{NodeID: c.NodeID, Sink: Tee(sinks), Routes: c.Routes, PeerOf: names.name,
+	cfg := Config{NodeID: c.NodeID, Sink: Tee(sinks), Routes: c.Routes, PeerOf: names.name, LearnPeers: names.learn,
 		OnError: func(err error) { c.Log.Warn("flow log", "err", err) }}
 	if fl != nil {
 		cfg.Window, cfg.LogExitFlows = fl.Window, fl.LogExitFlows
@@ -106,9 +102,29 @@ func StartNode(c NodeConfig, tun, sock Device) (*NodeLog, error) {
 		cfg.Sink.Close()
 		return nil, fmt.Errorf("sidecar: flow log: %w", err)
 	}
-	c.Log.Info("flow log on", "node_id", cfg.NodeID, "window", nl.window.String())
+	c.Log.Info("flow log on", "node_id", cfg.NodeID, "window", nl.window.String(), "outputs", outputs)
 	return nl, nil
 }
+
+// at places err, an error opening an output, in the file when c.At is
+// set: a *sinkError names its section and key.
+func (c NodeConfig) at(err error) error {
+	var se *sinkError
+	if c.At == nil || !errors.As(err, &se) {
+		return err
+	}
+	return c.At(se.section, se.key, err)
+}
+
+// sinkError is an error opening the output that key of section names.
+type sinkError struct {
+	section any
+	key     string
+	err     error
+}
+
+func (e *sinkError) Error() string { return e.err.Error() }
+func (e *sinkError) Unwrap() error { return e.err }
 
 // sinks opens the outputs the configuration names.
 func (nl *NodeLog) sinks(c NodeConfig) ([]Sink, error) {
@@ -117,23 +133,19 @@ func (nl *NodeLog) sinks(c NodeConfig) ([]Sink, error) {
 		sinks = append(sinks, c.Extra)
 	}
 	if c.LogStream != nil {
-		stream, err := openStream(c.LogStream, c.StreamFlush, c.Log)
+		stream, key, err := openStream(c.LogStream, c.StreamFlush, c.Log)
 		if err != nil {
-			return sinks, err
+			return sinks, &sinkError{c.LogStream, key, err}
 		}
 		nl.stream = stream
 		sinks = append(sinks, NewStreamSink(stream, 5*time.Second))
 	}
 	if c.IPFIX != nil {
-		keyError := c.KeyError
-		if keyError == nil {
-			keyError = func(section, key string, err error) error { return fmt.Errorf("[%s] %s: %w", section, key, err) }
-		}
 		nodeID := c.NodeID
 		if c.FlowLog != nil && c.FlowLog.NodeID != "" {
 			nodeID = c.FlowLog.NodeID
 		}
-		exp, sink, err := openIPFIX(c.IPFIX, nodeID, keyError, c.Log)
+		exp, sink, err := openIPFIX(c.IPFIX, nodeID, c.Log)
 		if err != nil {
 			return sinks, err
 		}
@@ -148,7 +160,7 @@ func (nl *NodeLog) sinks(c NodeConfig) ([]Sink, error) {
 		default:
 			fs, err := NewFileSink(fl.Output)
 			if err != nil {
-				return sinks, fmt.Errorf("sidecar: flow log: %w", err)
+				return sinks, &sinkError{fl, "Output", fmt.Errorf("sidecar: flow log: %w", err)}
 			}
 			sinks = append(sinks, fs)
 		}
@@ -163,11 +175,12 @@ func closeSinks(sinks []Sink) {
 }
 
 // openStream starts the upload of the flow log to a collector
-// ([LogStream]), with its disk buffer.
-func openStream(ls *wgconf.LogStream, flush time.Duration, log *slog.Logger) (*logtail.Logger, error) {
+// ([LogStream]), with its disk buffer. On error it names the key at
+// fault.
+func openStream(ls *wgconf.LogStream, flush time.Duration, log *slog.Logger) (*logtail.Logger, string, error) {
 	priv, err := logtail.ParsePrivateID(ls.PrivateID)
 	if err != nil {
-		return nil, fmt.Errorf("sidecar: [LogStream] PrivateID: %w", err)
+		return nil, "PrivateID", fmt.Errorf("sidecar: [LogStream] PrivateID: %w", err)
 	}
 	cfg := logtail.Config{
 		BaseURL: ls.URL, Collection: ls.Collection, PrivateID: priv,
@@ -177,7 +190,7 @@ func openStream(ls *wgconf.LogStream, flush time.Duration, log *slog.Logger) (*l
 	if ls.CopyID != "" {
 		c, err := logtail.ParsePrivateID(ls.CopyID)
 		if err != nil {
-			return nil, fmt.Errorf("sidecar: [LogStream] CopyID: %w", err)
+			return nil, "CopyID", fmt.Errorf("sidecar: [LogStream] CopyID: %w", err)
 		}
 		cfg.CopyID = &c
 	}
@@ -190,10 +203,10 @@ func openStream(ls *wgconf.LogStream, flush time.Duration, log *slog.Logger) (*l
 	}
 	l, err := logtail.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("sidecar: [LogStream]: %w", err)
+		return nil, "BufferDir", fmt.Errorf("sidecar: [LogStream]: %w", err)
 	}
 	log.Info("log stream on", "collector", ls.URL, "collection", ls.Collection, "stream", priv.Public().String(), "buffer", cfg.BufferDir)
-	return l, nil
+	return l, "", nil
 }
 
 // Window is the length of the flow log's windows.

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/wgsidecar/sidecar/classify"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -21,7 +22,7 @@ func TestTunnelAddr(t *testing.T) {
 	}{
 		{p("10.0.0.0/24", "fd00::2/128", "10.0.0.2/32"), "10.0.0.2"},
 		{p("10.0.0.0/24", "fd00::2/128"), "fd00::2"},
-		{p("10.77.0.0/24", "10.78.0.0/24"), "10.77.0.0"},
+		{p("10.77.0.0/24", "10.78.0.0/24"), "invalid IP"}, // named from its traffic, not its prefix
 		{nil, "invalid IP"},
 	} {
 		if got := TunnelAddr(c.allowed); got.String() != c.want {
@@ -57,6 +58,53 @@ func TestPeerNamerRemembersRoamedEndpoints(t *testing.T) {
 	}
 	if got := n.name(netip.MustParseAddrPort("127.0.0.9:1")); got.IsValid() {
 		t.Errorf("an unknown endpoint is named %v", got)
+	}
+}
+
+// TestPeerNamerLearnsAddress: a peer known only by a wide prefix
+// (AllowedIPs 10.77.0.0/24) has no name until it sends traffic, then the
+// address inside its prefix that sent the most packets, kept afterwards;
+// exit traffic and traffic outside its prefix teach nothing (#15: it was
+// named 10.77.0.0, an address nobody uses).
+func TestPeerNamerLearnsAddress(t *testing.T) {
+	hub := netip.MustParseAddrPort("127.0.0.1:1000")
+	single := netip.MustParseAddrPort("127.0.0.1:2000")
+	calls := 0
+	n := &peerNamer{endpoints: func() map[netip.AddrPort][]netip.Prefix {
+		calls++
+		return map[netip.AddrPort][]netip.Prefix{
+			hub:    {netip.MustParsePrefix("10.77.0.0/24"), netip.MustParsePrefix("0.0.0.0/0")},
+			single: {netip.MustParsePrefix("10.0.0.9/32")},
+		}
+	}}
+	if got := n.name(hub); got.IsValid() {
+		t.Errorf("before traffic: %v; want no name", got)
+	}
+	flow := func(dst string, rx uint64, c classify.Class) Flow {
+		return Flow{Proto: 6, Src: netip.MustParseAddrPort("10.77.0.1:5000"), Dst: netip.MustParseAddrPort(dst), RxPackets: rx, Class: c}
+	}
+	n.learn([]Flow{
+		flow("8.8.8.8:443", 900, classify.Exit),    // through its default route: not its address
+		flow("10.78.0.5:80", 500, classify.Subnet), // outside its prefixes
+		flow("10.77.0.3:22", 7, classify.Virtual),  // another host behind it
+		flow("10.77.0.2:80", 10, classify.Virtual), // the peer itself, busiest
+		flow("10.77.0.2:81", 2, classify.Virtual),  // summed per address
+		flow("10.77.0.4:80", 0, classify.Virtual),  // sent nothing
+	})
+	want := netip.MustParseAddr("10.77.0.2")
+	if got := n.name(hub); got != want {
+		t.Errorf("after traffic: %v; want %v", got, want)
+	}
+	if got := n.name(single); got != netip.MustParseAddr("10.0.0.9") {
+		t.Errorf("single-address peer: %v", got)
+	}
+	before := calls
+	n.learn([]Flow{flow("10.77.0.3:22", 1000, classify.Virtual)})
+	if got := n.name(hub); got != want {
+		t.Errorf("the name changed to %v with later traffic", got)
+	}
+	if calls != before {
+		t.Errorf("with every peer named, learning asked the device again (%d calls)", calls-before)
 	}
 }
 

@@ -65,11 +65,7 @@ func (ns *Stack) DialContext(ctx context.Context, network, address string) (net.
 	fa, proto := fullAddr(ap)
 	switch network[:3] {
 	case "tcp":
-		c, err := gonet.DialContextTCP(ctx, ns.s, fa, proto)
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
+		return ns.dialTCP(ctx, fa, proto)
 	default:
 		var wq waiter.Queue
 		ep, terr := ns.s.NewEndpoint(udp.ProtocolNumber, proto, &wq)

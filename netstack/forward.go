@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -20,8 +21,9 @@ import (
 // handler can dial its target first and refuse when that fails.
 type TCPRequest struct {
 	// Src is the peer's end, Dst the address and port it asked for.
-	Src, Dst netip.AddrPort
-	r        *tcp.ForwarderRequest
+	Src, Dst  netip.AddrPort
+	r         *tcp.ForwarderRequest
+	keepalive time.Duration // the stack's
 }
 
 // Accept completes the handshake and returns the connection.
@@ -33,6 +35,7 @@ func (r *TCPRequest) Accept() (net.Conn, error) {
 		return nil, fmt.Errorf("netstack: accept %v -> %v: %v", r.Src, r.Dst, terr)
 	}
 	r.r.Complete(false)
+	setKeepalive(ep, r.keepalive)
 	return gonet.NewTCPConn(&wq, ep), nil
 }
 
@@ -60,7 +63,7 @@ func (ns *Stack) installHandlers() {
 			return
 		}
 		id := r.ID()
-		(*h)(&TCPRequest{Src: endpointAddr(id.RemoteAddress, id.RemotePort), Dst: endpointAddr(id.LocalAddress, id.LocalPort), r: r})
+		(*h)(&TCPRequest{Src: endpointAddr(id.RemoteAddress, id.RemotePort), Dst: endpointAddr(id.LocalAddress, id.LocalPort), r: r, keepalive: ns.keepalive})
 	})
 	ns.s.SetTransportProtocolHandler(tcp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
 		if h := ns.tcpHandler.Load(); h == nil || *h == nil {

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -67,6 +68,13 @@ type Options struct {
 	// HandleUDP). Such a stack cannot reach its own addresses: gVisor's
 	// local delivery would take every source address for its own.
 	Promiscuous bool
+	// Keepalive is the silence after which a TCP connection the stack
+	// dials, or accepts for HandleTCP, starts probing its peer: a probe
+	// every Keepalive/3, and the third unanswered (or data unacknowledged
+	// for as long) ends it, so a connection to a peer that went away ends
+	// within 2×Keepalive. DefaultKeepalive when zero; negative turns it
+	// off.
+	Keepalive time.Duration
 }
 
 // Stack is a user-space TCP/IP stack joined to one tun.Device.
@@ -75,9 +83,10 @@ type Options struct {
 // Device must be closed by its owner (wireguard-go closes it when its
 // device.Device is closed) or by Close.
 type Stack struct {
-	s     *stack.Stack
-	link  *link
-	addrs []netip.Addr
+	s         *stack.Stack
+	link      *link
+	addrs     []netip.Addr
+	keepalive time.Duration // see Options.Keepalive; <= 0 off
 
 	mu     sync.Mutex
 	closed bool
@@ -113,7 +122,10 @@ func New(opts Options) (*Stack, error) {
 		// addresses and drops the packet.
 		HandleLocal: !opts.Promiscuous,
 	})
-	ns := &Stack{s: s, link: newLink(mtu)}
+	ns := &Stack{s: s, link: newLink(mtu), keepalive: opts.Keepalive}
+	if ns.keepalive == 0 {
+		ns.keepalive = DefaultKeepalive
+	}
 	ns.link.refused = ns.observeDrop
 	ns.link.screen = ns.screenInbound
 	if err := tuneTCP(s); err != nil {
@@ -170,6 +182,9 @@ func tuneTCP(s *stack.Stack) error {
 		if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); terr != nil {
 			return fmt.Errorf("netstack: set TCP %s: %v", name, terr)
 		}
+	}
+	if terr := tuneTimeWait(s); terr != nil {
+		return fmt.Errorf("netstack: set TCP TIME_WAIT: %v", terr)
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wgsidecar/sidecar/internal/testnet"
 )
 
 // pingServer answers "ping" with "pong" and closes: one request, one
@@ -143,7 +145,7 @@ func BenchmarkSOCKS5IdleConnMemory(b *testing.B) {
 
 	var perConn, goroutines float64
 	for b.Loop() {
-		before := memInUse()
+		_, before := testnet.HeapAndStacks()
 		g0 := runtime.NumGoroutine()
 		clients := make([]net.Conn, 0, idleConns)
 		for range idleConns {
@@ -155,7 +157,7 @@ func BenchmarkSOCKS5IdleConnMemory(b *testing.B) {
 		}
 		// Let the relays settle into their reads.
 		time.Sleep(100 * time.Millisecond)
-		after := memInUse()
+		_, after := testnet.HeapAndStacks()
 		perConn = float64(after-before) / idleConns
 		goroutines = float64(runtime.NumGoroutine()-g0) / idleConns
 		// Both ends close, or the relays would wait for the upstream's
@@ -173,17 +175,6 @@ func BenchmarkSOCKS5IdleConnMemory(b *testing.B) {
 	}
 	b.ReportMetric(perConn, "B/conn")
 	b.ReportMetric(goroutines, "goroutines/conn")
-}
-
-// memInUse returns the heap and stack bytes in use after a collection.
-// Two collections empty the sync.Pools too (the first moves their content
-// aside, the second drops it), so a buffer counts only while in use.
-func memInUse() int64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapAlloc + m.StackInuse)
 }
 
 // waitIdle waits until the server serves no connection.

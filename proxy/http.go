@@ -105,6 +105,7 @@ func ListenHTTP(cfg HTTPConfig, d relay.Dialer) (*Server, error) {
 		BaseContext:       func(net.Listener) context.Context { return s.ctx },
 		ConnState:         h.connState,
 	}
+	s.refuse = refuseHTTP
 	s.conns.Enter()
 	go func() {
 		defer s.conns.Done()
@@ -112,6 +113,15 @@ func ListenHTTP(cfg HTTPConfig, d relay.Dialer) (*Server, error) {
 	}()
 	s.log.Info("http proxy listening", "auth", h.auth)
 	return s, nil
+}
+
+// refuseHTTP answers a client over the connection limit with 503 before
+// it reads the request (lingeringClose then reads what the client sends,
+// so the answer is not lost to a reset).
+func refuseHTTP(c net.Conn) {
+	const msg = "503 Service Unavailable: the proxy is at its connection limit\n"
+	io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"+
+		"Connection: close\r\nContent-Length: "+strconv.Itoa(len(msg))+"\r\n\r\n"+msg)
 }
 
 // httpProxy is the HTTP proxy protocol of a Server.
@@ -133,7 +143,7 @@ func (l httpListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if !l.s.admit() {
-			c.Close()
+			l.s.refused(c)
 			continue
 		}
 		if !l.s.conns.Enter() {
@@ -314,6 +324,12 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "400 Bad Request: unsupported URL scheme "+strconv.Quote(r.URL.Scheme), http.StatusBadRequest)
 		return
 	}
+	if p := r.URL.Port(); p != "" {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			http.Error(w, "400 Bad Request: bad port in "+strconv.Quote(r.URL.Host), http.StatusBadRequest)
+			return
+		}
+	}
 	// Both directions may stream at once: the upstream may answer
 	// before the client has sent all of its body.
 	rc := http.NewResponseController(w)
@@ -335,6 +351,13 @@ func (h *httpProxy) forward(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if ctx.Err() != nil {
 			return // the proxy is closing
+		}
+		if berr := sent.readErr(); berr != nil {
+			// The client's own body was at fault (a malformed
+			// chunk, say), not the upstream.
+			h.s.dialFailed("http", r.RemoteAddr, r.URL.Host, berr, start)
+			http.Error(w, "400 Bad Request: reading the request body: "+berr.Error(), http.StatusBadRequest)
+			return
 		}
 		h.s.dialFailed("http", r.RemoteAddr, r.URL.Host, err, start)
 		h.badGateway(w, r, err)
@@ -435,16 +458,29 @@ func (h *httpProxy) copyBody(w io.Writer, rc *http.ResponseController, body io.R
 }
 
 // countingBody counts what the transport reads of a request body (it may
-// still be sending while the response streams: full duplex).
+// still be sending while the response streams: full duplex), and keeps
+// the first error reading it other than its end.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Uint64
+	n   atomic.Uint64
+	err atomic.Pointer[error]
 }
 
 func (c *countingBody) Read(b []byte) (int, error) {
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(uint64(n))
+	if err != nil && err != io.EOF {
+		c.err.CompareAndSwap(nil, &err)
+	}
 	return n, err
+}
+
+// readErr is the first error reading the body, or nil.
+func (c *countingBody) readErr() error {
+	if p := c.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // removeHopByHop deletes the hop-by-hop fields from h: those Connection

@@ -339,6 +339,12 @@ func TestHTTPErrors(t *testing.T) {
 	s := startHTTP(t, HTTPConfig{}, &hostDialer{})
 	slow := startHTTP(t, HTTPConfig{}, &errDialer{err: &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("dial: %w", context.DeadlineExceeded)}})
 	huge := strings.Repeat("x", 70<<10)
+	// An upstream that reads the whole body before it answers.
+	reader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "read %d bytes, %v", len(b), err)
+	}))
+	defer reader.Close()
 
 	for _, tc := range []struct {
 		name     string
@@ -360,6 +366,8 @@ func TestHTTPErrors(t *testing.T) {
 		{"connect no such host", s, "CONNECT nowhere.invalid:443 HTTP/1.1\r\nHost: x\r\n\r\n", 502, "no such host"},
 		{"timeout", slow, "GET http://10.0.0.1/ HTTP/1.1\r\nHost: x\r\n\r\n", 504, "deadline"},
 		{"connect timeout", slow, "CONNECT 10.0.0.1:443 HTTP/1.1\r\nHost: x\r\n\r\n", 504, "deadline"},
+		{"port out of range", s, "GET http://localhost:99999/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad port"},
+		{"malformed chunked body", s, "POST " + reader.URL + "/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400, "request body"},
 		{"oversize header", s, "GET http://localhost/ HTTP/1.1\r\nHost: x\r\nX-Huge: " + huge + "\r\n\r\n", 431, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -470,10 +478,15 @@ func TestHTTPMaxConns(t *testing.T) {
 		t.Fatal(err)
 	}
 	second.SetDeadline(time.Now().Add(10 * time.Second))
-	if got, _ := io.ReadAll(second); len(got) != 0 {
-		t.Errorf("connection over the limit got %q; want a close", got)
+	fmt.Fprintf(second, "GET %s/ HTTP/1.1\r\nHost: x\r\n\r\n", web.URL)
+	if got, _ := io.ReadAll(second); !strings.HasPrefix(string(got), "HTTP/1.1 503 ") || !strings.Contains(string(got), "connection limit") {
+		t.Errorf("connection over the limit got %q; want 503 naming the connection limit", got)
 	}
 	second.Close()
+	out, err := curl(t, "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://"+s.Addr().String(), web.URL+"/over")
+	if out != "503" {
+		t.Errorf("curl over the limit: %q, %v; want 503", out, err)
+	}
 
 	first.Close()
 	deadline := time.Now().Add(10 * time.Second)

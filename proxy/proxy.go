@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wgsidecar/sidecar/monitor"
@@ -32,6 +33,13 @@ const (
 	dialTimeout = 30 * time.Second
 	// lookupTimeout bounds resolving the name in a SOCKS5 UDP datagram.
 	lookupTimeout = 10 * time.Second
+	// refuseTimeout bounds the exchange that tells a client over the
+	// connection limit why it is refused (a SOCKS5 reply, an HTTP 503).
+	refuseTimeout = 2 * time.Second
+	// maxRefusing bounds the refused clients being answered at once;
+	// beyond it a refused connection is closed without a word, so a
+	// flood costs no more than a few goroutines.
+	maxRefusing = 16
 )
 
 // Server is a running proxy. Its methods are safe for concurrent use.
@@ -53,6 +61,12 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// refuse tells a client over the connection limit why it is
+	// refused, in the proxy's protocol, within refuseTimeout; nil
+	// closes such a client at once. refusing counts those being told.
+	refuse   func(net.Conn)
+	refusing atomic.Int32
 
 	// Set for an HTTP proxy only.
 	http      *http.Server
@@ -84,6 +98,10 @@ func logger(l *slog.Logger, kind string, addr net.Addr) *slog.Logger {
 
 // Addr returns the address the proxy listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Conns reports the client connections open now and admitted since the
+// proxy started (those refused at the limit are not counted).
+func (s *Server) Conns() (open int, accepted uint64) { return s.conns.Counts() }
 
 // Close stops the proxy: it closes the listener and every client
 // connection, relayed connection and UDP association, and returns once
@@ -125,6 +143,37 @@ func (s *Server) admit() bool {
 	return ok
 }
 
+// refused records a client connection over the limit and tells the
+// client why (s.refuse) in a goroutine of its own, unless maxRefusing
+// are being told already; then, or without s.refuse, c is closed at once.
+func (s *Server) refused(c net.Conn) {
+	s.mon.DropConn(monitor.FromApp, monitor.ConnLimit, monitor.ConnRecord{
+		Kind: s.kind, From: c.RemoteAddr().String(), Verdict: fmt.Sprintf("refused: limit of %d connections", s.conns.Max())})
+	if s.refuse == nil {
+		c.Close()
+		return
+	}
+	if s.refusing.Add(1) > maxRefusing || !s.conns.Enter() {
+		s.refusing.Add(-1)
+		c.Close()
+		return
+	}
+	if !s.conns.Hold(c) {
+		s.refusing.Add(-1)
+		s.conns.Done()
+		return
+	}
+	go func() {
+		defer s.conns.Done()
+		defer s.refusing.Add(-1)
+		defer c.Close()
+		defer s.conns.Unhold(c)
+		c.SetDeadline(time.Now().Add(refuseTimeout))
+		s.refuse(c)
+		lingeringClose(c)
+	}()
+}
+
 // acceptLoop accepts client connections until the listener is closed,
 // admitting each against MaxConns and serving it with handle in its own
 // goroutine. handle need not close the connection.
@@ -150,9 +199,7 @@ func (s *Server) acceptLoop(handle func(net.Conn)) {
 		}
 		backoff = 0
 		if !s.admit() {
-			s.mon.DropConn(monitor.FromApp, monitor.ConnLimit, monitor.ConnRecord{
-				Kind: s.kind, From: c.RemoteAddr().String(), Verdict: fmt.Sprintf("refused: limit of %d connections", s.conns.Max())})
-			c.Close()
+			s.refused(c)
 			continue
 		}
 		if !s.conns.Enter() {

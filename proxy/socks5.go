@@ -117,6 +117,7 @@ func ListenSOCKS5(cfg SOCKS5Config, d relay.Dialer) (*Server, error) {
 	if p.timeout <= 0 {
 		p.timeout = handshakeTimeout
 	}
+	s.refuse = p.refuse
 	s.conns.Enter()
 	go s.acceptLoop(p.serve)
 	s.log.Info("socks5 proxy listening", "auth", p.auth)
@@ -416,6 +417,17 @@ func (p *socks5) serve(c net.Conn) {
 		p.connect(c, req.dst)
 	case cmdUDPAssociate:
 		p.associate(c, req.dst)
+	}
+}
+
+// refuse answers a client over the connection limit: it lets the
+// greeting through (any credentials: nothing is served) and answers the
+// request with a general failure (0x01), so the client can say why
+// instead of seeing the connection drop.
+func (p *socks5) refuse(c net.Conn) {
+	open := socks5{s: p.s} // no authentication to check
+	if _, err := open.handshake(c); err == nil {
+		writeReply(c, repGeneralFailure, netip.AddrPort{})
 	}
 }
 

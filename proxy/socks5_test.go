@@ -463,19 +463,23 @@ func TestSOCKS5MaxConns(t *testing.T) {
 		defer c.Close()
 		open = append(open, c)
 	}
-	// More are closed at once, before any handshake, and the burst is
-	// logged once.
+	// More get a general failure (0x01) to their request, not a silent
+	// close, and the burst is logged once.
 	for range 3 {
 		c, err := net.Dial("tcp", s.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		c.Write([]byte{5, 1, 0})
-		if got, _ := io.ReadAll(c); len(got) != 0 {
-			t.Errorf("connection over the limit got %x; want a close", got)
+		_, err = socksHandshake(c, "", "", cmdConnect, encodeAddr(up.Addr()))
+		if err != socksError(repGeneralFailure) {
+			t.Errorf("connection over the limit: %v; want reply 1 (general failure)", err)
 		}
 		c.Close()
+	}
+	out, err := curl(t, "-x", "socks5h://"+s.Addr().String(), "http://"+up.Addr()+"/")
+	if err == nil || !strings.Contains(err.Error(), "(1)") {
+		t.Errorf("curl over the limit: %q, %v; want it to report SOCKS reply 1", out, err)
 	}
 	if n := logs.count("connection limit reached; refusing new connections"); n != 1 {
 		t.Errorf("limit logged %d times for one burst; want once", n)

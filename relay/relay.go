@@ -21,7 +21,7 @@ type closeWriter interface{ CloseWrite() error }
 // they are given, so an idle connection holds little memory and a busy
 // one moves data in large pieces.
 const (
-	smallBufSize = 2 << 10
+	smallBufSize = 512
 	relayBufSize = 32 << 10
 )
 
@@ -32,7 +32,8 @@ var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); ret
 // of what it reads from client (bytes the client sent early, which the
 // caller already read). The end of one direction's stream is passed on as
 // a half-close, so a client that shuts down writing still receives the
-// whole answer; an error in either direction closes both at once. It
+// whole answer; an error in either direction closes both at once, a host
+// TCP connection with a reset. It
 // returns the bytes written to each side (toUpstream includes prefix).
 func Conns(client, upstream net.Conn, prefix []byte) (toClient, toUpstream int64) {
 	var wg sync.WaitGroup
@@ -59,10 +60,20 @@ func pipe(dst, src net.Conn, prefix []byte) (written int64) {
 		}
 	}
 	if err != nil {
-		dst.Close()
-		src.Close()
+		abort(dst)
+		abort(src)
 	}
 	return written
+}
+
+// abort closes c so that its peer sees the connection fail (a TCP reset
+// where c can send one), not end: a client whose upstream broke off must
+// not take what it got for the whole answer.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 // copyStream copies prefix and then src to dst until src ends (nil) or

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/wgsidecar/sidecar"
+	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -32,8 +33,13 @@ type Options struct {
 	Configure func(i int, cfg *wgconf.Config)
 	// Logger for every node; warnings and errors go to the test log when nil.
 	Logger *slog.Logger
-	// NodeOptions, if set, may adjust node i's start options (flow sink,
-	// device wrappers); Logger is set before it is called.
+	// FlowSinks[i], when set, receives node i's flow log (it is node i's
+	// sidecar.Options.FlowSink): a *netlog.MemorySink keeps the windows
+	// for the test to read, node.CutFlows ends one on demand.
+	FlowSinks []netlog.Sink
+	// NodeOptions, if set, may adjust node i's start options (device
+	// wrappers, limits, watchdog); Logger and FlowSink are set before it
+	// is called.
 	NodeOptions func(i int, o *sidecar.Options)
 }
 
@@ -88,6 +94,9 @@ func NewNodes(t testing.TB, n int, opts Options) []*sidecar.Node {
 			opts.Configure(i, cfg)
 		}
 		nodeOpts := sidecar.Options{Logger: logger.With("node", i)}
+		if i < len(opts.FlowSinks) {
+			nodeOpts.FlowSink = opts.FlowSinks[i]
+		}
 		if opts.NodeOptions != nil {
 			opts.NodeOptions(i, &nodeOpts)
 		}

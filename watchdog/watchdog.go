@@ -1,8 +1,11 @@
-// Package watchdog keeps a node's peers reachable: it resolves host-name
-// endpoints again when a peer's handshake goes stale (as wg-quick's
-// reresolve-dns does), and recovers a peer that WireGuard has traffic for
-// but cannot reach (re-resolving its name, reopening a UDP socket whose
-// sends fail, starting a handshake), logging and counting what it did.
+// Package watchdog keeps a node's peers reachable and says how they are:
+// it logs a peer's sessions (peer up, peer down, and a hint when its
+// handshakes go unanswered), fails dials to a peer without a session
+// quickly (GuardDial), resolves host-name endpoints again when a peer's
+// handshake goes stale (as wg-quick's reresolve-dns does), and recovers a
+// peer that WireGuard has traffic for but cannot reach (re-resolving its
+// name, reopening a UDP socket whose sends fail, starting a handshake),
+// logging and counting what it did.
 //
 // It reaches the node only through the Node interface: it knows nothing
 // of the stack, the flow log or how the device is configured. Its loops
@@ -70,6 +73,13 @@ type Config struct {
 	// Tick, if set, is called on each round of the stale-name loop (at
 	// most every 10 s), for other periodic checks of the node.
 	Tick func()
+	// Hint is how long initiations to a peer may go unanswered before
+	// the log says its key or endpoint is likely wrong; DefaultHint when
+	// zero. Peer up and down are logged too.
+	Hint time.Duration
+	// SessionTick is how often peers' sessions are checked for the
+	// "peer up", "peer down" and hint lines; 1 s when zero.
+	SessionTick time.Duration
 	// Log receives what the watchdog does; slog.Default() when nil.
 	Log *slog.Logger
 }
@@ -99,8 +109,9 @@ func Start(n Node, c Config) *Watchdog {
 		node: n, cfg: c, log: cmp.Or(c.Log, slog.Default()), stop: make(chan struct{}),
 		acted: map[wgconf.PublicKey]time.Time{}, backoff: map[wgconf.PublicKey]time.Duration{},
 	}
-	w.wg.Add(1)
+	w.wg.Add(2)
 	go w.staleLoop(cmp.Or(c.Stale, DefaultStale))
+	go w.sessionLoop(cmp.Or(c.SessionTick, time.Second), cmp.Or(c.Hint, DefaultHint))
 	if c.Timeout >= 0 {
 		w.wg.Add(1)
 		go w.recoveryLoop(cmp.Or(c.Timeout, DefaultTimeout))

@@ -93,7 +93,7 @@ type Config struct {
 	// returns them for the caller to log; they are not errors.
 	Warnings []Warning
 
-	pos *positions // where Parse found each section and key; nil when built in code
+	pos *positions // where Parse found each section and key, for At; nil when built in code
 }
 
 // Interface is the [Interface] section.

@@ -131,18 +131,3 @@ func (w *writer) ipfix(x *IPFIX) {
 	}
 	w.kv("Layers", strings.Join(layers, ", "))
 }
-
-// KeyError reports err, found after parsing (when the node starts, say),
-// as an *Error at the line of key in the named section, or of the section
-// itself when the key is absent. section is the name of a section that
-// appears at most once ("IPFIX"). On a Config built in code, or for a
-// section the file does not have, the error names the section instead of
-// a line.
-func (c *Config) KeyError(section, key string, err error) error {
-	kind, ok := sectionByName[strings.ToLower(section)]
-	if !ok {
-		return &Error{File: c.Path, Key: key, Err: err}
-	}
-	v := &validator{c: c, pos: c.pos}
-	return v.errorf(sectionRef{kind: kind}, key, "%w", err)
-}

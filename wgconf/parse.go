@@ -54,6 +54,7 @@ func Parse(name string, data []byte, opts Options) (*Config, error) {
 	if err := p.cfg.validate(p.pos); err != nil {
 		return nil, err
 	}
+	p.cfg.pos = p.pos
 	return p.cfg, nil
 }
 

@@ -287,6 +287,9 @@ func diffValue(path string, got, want reflect.Value, out *[]string) {
 			break
 		}
 		for i := range got.NumField() {
+			if !got.Type().Field(i).IsExported() {
+				continue // Parse's record of positions
+			}
 			diffValue(path+"."+got.Type().Field(i).Name, got.Field(i), want.Field(i), out)
 		}
 		return
@@ -375,8 +378,13 @@ func TestParseLineEndings(t *testing.T) {
 // minimal is the smallest valid config; tests append sections to it.
 const minimal = "[Interface]\nPrivateKey = " + testPriv + "\n"
 
+// runnable is minimal with the Address a node needs: the smallest config
+// that passes validation (bad cases use minimal, since the missing
+// Address is checked after everything else).
+const runnable = minimal + "Address = 10.0.0.1/32\n"
+
 func TestParseDefaults(t *testing.T) {
-	c, err := Parse("", []byte(minimal+`[Peer]
+	c, err := Parse("", []byte(runnable+`[Peer]
 PublicKey = `+testPeer1+`
 [Resolve]
 [FlowLog]
@@ -394,7 +402,7 @@ Collector = 127.0.0.1:4739
 		t.Fatal(err)
 	}
 	want := &Config{
-		Interface: Interface{PrivateKey: mustPriv(testPriv), MTU: DefaultMTU},
+		Interface: Interface{PrivateKey: mustPriv(testPriv), MTU: DefaultMTU, Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}},
 		Peers:     []Peer{{PublicKey: mustPub(testPeer1)}},
 		Resolve:   &Resolve{ResolveStrategy: "auto"},
 		FlowLog:   &FlowLog{Window: 5 * time.Second},
@@ -409,7 +417,7 @@ Collector = 127.0.0.1:4739
 		t.Errorf("unexpected warnings %v", c.Warnings)
 	}
 
-	c, err = Parse("", []byte(minimal+"CheckAlive = 10.0.0.1\n"), testOptions(nil, nil))
+	c, err = Parse("", []byte(runnable+"CheckAlive = 10.0.0.1\n"), testOptions(nil, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +447,7 @@ func TestParseValues(t *testing.T) {
 		{`nodeid=tight`, "tight"},
 		{"NodeID\t=\ttabs\t", "tabs"},
 	} {
-		c, err := Parse("", []byte(minimal+"[FlowLog]\n"+tc.line+"\n"), testOptions(env, nil))
+		c, err := Parse("", []byte(runnable+"[FlowLog]\n"+tc.line+"\n"), testOptions(env, nil))
 		if err != nil {
 			t.Errorf("%s: %v", tc.line, err)
 			continue
@@ -516,6 +524,7 @@ var badCases = []badCase{
 	{name: "peer without public key", text: minimal + peer1 + "\n[Peer]\nAllowedIPs = 10.0.0.9/32\n", line: 6, key: "PublicKey", msg: "required key is missing"},
 	{name: "duplicate peer public key", text: minimal + peer1 + "[Peer]\nAllowedIPs = 10.0.0.9/32\nPublicKey = " + testPeer1 + "\n", line: 7, key: "PublicKey", msg: "duplicate peer: [Peer] at test.conf:3"},
 	{name: "peer is self", text: minimal + "[Peer]\nPublicKey = " + testPub + "\n", line: 4, key: "PublicKey", msg: "own public key"},
+	{name: "no Address", text: minimal, line: 1, key: "Address", msg: "required key is missing"},
 	{name: "bad Address", text: minimal + "Address = 10.0.0.300/24\n", line: 3, key: "Address", msg: `"10.0.0.300/24" is not an IP prefix`},
 	{name: "Address with zone", text: minimal + "Address = fe80::1%eth0\n", line: 3, key: "Address", msg: "zone"},
 	{name: "bad AllowedIPs entry", text: minimal + peer1 + "AllowedIPs = 10.0.0.0/24, 10.0.1.0/33\n", line: 5, key: "AllowedIPs", msg: `"10.0.1.0/33"`},
@@ -647,7 +656,7 @@ func TestParseFileErrors(t *testing.T) {
 
 func TestParseImports(t *testing.T) {
 	files := testFiles{
-		"/etc/wgsidecar/wg0.conf": "[Interface]\nPrivateKeyFile = keys/wg0.key\nTable = off\n" +
+		"/etc/wgsidecar/wg0.conf": "[Interface]\nPrivateKeyFile = keys/wg0.key\nTable = off\nAddress = 10.0.0.1/32\n" +
 			"[Peer]\nPublicKey = " + testPeer1 + "\nPresharedKeyFile = /run/secrets/psk\n",
 		"/etc/wgsidecar/keys/wg0.key": "  " + testPriv + "\n\n",
 		"/run/secrets/psk":            testPSK2,
@@ -660,7 +669,7 @@ func TestParseImports(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Config{
-		Interface: Interface{PrivateKey: mustPriv(testPriv), MTU: DefaultMTU, Table: "off"},
+		Interface: Interface{PrivateKey: mustPriv(testPriv), MTU: DefaultMTU, Table: "off", Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}},
 		Peers:     []Peer{{PublicKey: mustPub(testPeer1), PresharedKey: mustPSK(testPSK2)}},
 		Socks5:    []Socks5{{BindAddress: "127.0.0.1:1080"}},
 		LogStream: &LogStream{URL: "https://c.example", Collection: "x", PrivateID: testStreamID, MaxBuffer: DefaultMaxBuffer},
@@ -669,6 +678,13 @@ func TestParseImports(t *testing.T) {
 	wantWarn := []Warning{{File: "/etc/wgsidecar/wg0.conf", Line: 3, Key: "Table", Msg: msgIgnored}}
 	if !reflect.DeepEqual(c.Warnings, wantWarn) {
 		t.Errorf("warnings %v, want %v", c.Warnings, wantWarn)
+	}
+	// A missing Address is named in the file that holds [Interface] (#15:
+	// sidecar check refuses what up cannot run).
+	files["/etc/wgsidecar/wg0.conf"] = "[Interface]\nPrivateKeyFile = keys/wg0.key\n[Peer]\nPublicKey = " + testPeer1 + "\n"
+	_, err = Parse("/etc/wgsidecar/main.conf", []byte(main), testOptions(nil, files))
+	if want := "/etc/wgsidecar/wg0.conf:1: Address: required key is missing"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error %v, want prefix %q", err, want)
 	}
 	// The imported file's problems name it and its line.
 	files["/etc/wgsidecar/wg0.conf"] = "[Interface]\nPrivateKeyFile = keys/wg0.key\n[Peer]\nPublicKey = " + testPeer1 + "\nEndpoint = nowhere\n"

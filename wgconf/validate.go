@@ -34,6 +34,7 @@ func (c *Config) validate(pos *positions) error {
 		v.checkProxies,
 		v.checkTunnels,
 		v.checkSidecar,
+		v.checkAddress,
 	} {
 		if err := check(); err != nil {
 			return err
@@ -77,6 +78,17 @@ func (v *validator) describe(ref sectionRef) string {
 		return fmt.Sprintf("[%s] #%d", spec.name, ref.index+1)
 	}
 	return "[" + spec.name + "]"
+}
+
+// checkAddress requires an Address: a node cannot run without its own
+// tunnel address. It runs after the other checks, so that a file with
+// several faults is told of the one on its own line first.
+func (v *validator) checkAddress() error {
+	if len(v.c.Interface.Addresses) == 0 {
+		return v.errorf(sectionRef{kind: secInterface}, "Address",
+			"required key is missing: the node's own tunnel addresses, e.g. Address = 10.0.0.2/32")
+	}
+	return nil
 }
 
 func (v *validator) checkInterface() error {

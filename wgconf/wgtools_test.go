@@ -115,7 +115,9 @@ func TestWGTools(t *testing.T) {
 	}
 
 	// And what wg showconf prints is a valid sidecar [Interface]/[Peer].
-	back, err := Parse("showconf", []byte(shown), testOptions(nil, nil))
+	// wg-quick strip removes Address; a sidecar needs it back.
+	withAddr := strings.Replace(shown, "[Interface]\n", "[Interface]\nAddress = 10.0.0.1/32\n", 1)
+	back, err := Parse("showconf", []byte(withAddr), testOptions(nil, nil))
 	if err != nil {
 		t.Fatalf("Parse(wg showconf): %v", err)
 	}

@@ -144,7 +144,7 @@ func TestMarshalQuoting(t *testing.T) {
 		"$VAR", "$$", "$", "${X}", "tab\tinside", "a=b", "semi;colon", `x "a" 'b'`,
 	} {
 		c := &Config{
-			Interface: Interface{PrivateKey: mustPriv(testPriv)},
+			Interface: Interface{PrivateKey: mustPriv(testPriv), Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}},
 			Socks5:    []Socks5{{BindAddress: ":1080", Username: s, Password: s}},
 		}
 		if err := c.Validate(); err != nil {
@@ -206,7 +206,7 @@ func TestMarshalBuiltInCode(t *testing.T) {
 
 func TestValidateBuiltInCode(t *testing.T) {
 	good := func() *Config {
-		return &Config{Interface: Interface{PrivateKey: mustPriv(testPriv)}, Peers: []Peer{{PublicKey: mustPub(testPeer1)}, {PublicKey: mustPub(testPeer2)}}}
+		return &Config{Interface: Interface{PrivateKey: mustPriv(testPriv), Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}}, Peers: []Peer{{PublicKey: mustPub(testPeer1)}, {PublicKey: mustPub(testPeer2)}}}
 	}
 	if err := good().Validate(); err != nil {
 		t.Fatal(err)
@@ -217,6 +217,7 @@ func TestValidateBuiltInCode(t *testing.T) {
 		want string
 	}{
 		{"no private key", func(c *Config) { c.Interface.PrivateKey = PrivateKey{} }, "<config>: PrivateKey: required key is missing (set PrivateKey or PrivateKeyFile) (in [Interface])"},
+		{"no address", func(c *Config) { c.Interface.Addresses = nil }, "<config>: Address: required key is missing: the node's own tunnel addresses, e.g. Address = 10.0.0.2/32 (in [Interface])"},
 		{"peer without key", func(c *Config) { c.Peers[1].PublicKey = PublicKey{} }, "<config>: PublicKey: required key is missing (in [Peer] #2)"},
 		{"duplicate peer", func(c *Config) { c.Peers[1].PublicKey = c.Peers[0].PublicKey }, "<config>: PublicKey: duplicate peer: [Peer] #1 has the same key (in [Peer] #2)"},
 		{"bad port", func(c *Config) { c.Path = "x.conf"; c.Interface.ListenPort = -1 }, "x.conf: ListenPort: -1 is out of range 0..65535 (in [Interface])"},

@@ -33,7 +33,7 @@ Usage:
                            show a running sidecar: its peers, handshakes, transfer, listeners
   sidecar flows [--socket PATH | -c FILE] [-j]
                            show a running sidecar's latest flow-log window
-  sidecar monitor [--socket PATH | -c FILE] [-j | -v | -w FILE] [--type T] [--src|--dst|--addr P] [-n N]
+  sidecar monitor [--socket PATH | -c FILE] [-j | -v | -x | -w FILE] [--type T] [--src|--dst|--addr P] [-n N]
                            print a running sidecar's live packet events, or write them to pcap
   sidecar genkey           print a new private key
   sidecar pubkey           read a private key on stdin, print its public key
@@ -179,7 +179,7 @@ func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if len(cfg.STDIOTunnels) > 0 && cfg.FlowLog != nil && cfg.FlowLog.Output == "-" {
-		return fmt.Errorf("%s: [STDIOTunnel] uses stdout; set [FlowLog] Output to a file", o.file)
+		return cfg.At(cfg.FlowLog, "Output", errors.New("[STDIOTunnel] uses stdout; set Output to a file"))
 	}
 	if cfg.Control == nil {
 		// `sidecar status`, `flows` and `monitor` find a running sidecar
@@ -261,7 +261,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		_, err := ipfix.Resolve(ctx, x.Collector)
 		cancel()
 		if err != nil {
-			return cfg.KeyError("IPFIX", "Collector", err)
+			return cfg.At(cfg.IPFIX, "Collector", err)
 		}
 	}
 	for _, w := range cfg.Warnings {

@@ -15,11 +15,34 @@ import (
 	"github.com/wgsidecar/sidecar/monitor"
 )
 
+// monitorUsage heads `sidecar monitor --help`, before its flags.
+const monitorUsage = `Usage: sidecar monitor [--socket PATH | -c FILE] [-j | -v | -x | -w FILE] [--type T] [--src|--dst|--addr P] [-n N]
+
+Prints the live events of a running sidecar, one line each, until
+SIGINT/SIGTERM or -n events: packets at the tunnel device (from-peer,
+to-peer) and on the WireGuard socket (from-network, to-network), a
+proxy's or forward's connections (from-app, to-app), drops with their
+numbered reasons, and connection records. The filters narrow what the
+sidecar sends; -w writes the packets of both layers to a pcap file.
+
+Examples:
+  sidecar monitor --addr 10.0.0.2           packets to and from one peer address
+  sidecar monitor --type drop -x            only drops, each with a hex dump
+  sidecar monitor -w cap.pcap -n 1000       1,000 events into a pcap file
+
+Flags:
+`
+
 // cmdMonitor prints a running sidecar's live events: one line each, JSON
 // lines (-j), a dissection (-v) or a hex dump (-x); or writes their packets to a pcap file
 // (-w). It runs until SIGINT/SIGTERM, or -n events.
 func cmdMonitor(args []string, stdout, stderr io.Writer) error {
 	fs, cf := newControlFlags("monitor", stderr)
+	fs.Lookup("j").Usage = "print each event as a line of JSON"
+	fs.Usage = func() {
+		fmt.Fprint(stderr, monitorUsage)
+		fs.PrintDefaults()
+	}
 	verbose := fs.Bool("v", false, "dissect each packet")
 	hexDump := fs.Bool("x", false, "print each packet in hex after its line")
 	pcapFile := fs.String("w", "", "write the packets to this pcap `file` instead of printing them")

@@ -165,3 +165,27 @@ func TestMonitorCommandPcapWire(t *testing.T) {
 		}
 	}
 }
+
+// TestMonitorHelp: `sidecar monitor --help` describes the command and
+// its own flags: each is in the synopsis, and -j says what it prints here
+// (#15: it showed status's synopsis and help).
+func TestMonitorHelp(t *testing.T) {
+	code, _, stderr := runCmd(t, "", "monitor", "--help")
+	if code != 0 {
+		t.Fatalf("monitor --help: exit %d", code)
+	}
+	synopsis, _, _ := strings.Cut(stderr, "\n")
+	for _, flag := range []string{"-j", "-v", "-x", "-w FILE", "--type", "--src", "--dst", "--addr", "-n N", "--socket", "-c FILE"} {
+		if !strings.Contains(synopsis, flag) {
+			t.Errorf("synopsis %q lacks %s", synopsis, flag)
+		}
+	}
+	for _, want := range []string{"live events", "from-peer", "pcap", "print each event as a line of JSON"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("help lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, "API's JSON answer") {
+		t.Errorf("help describes status's -j:\n%s", stderr)
+	}
+}

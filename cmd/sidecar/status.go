@@ -179,7 +179,7 @@ func printStatus(w io.Writer, st *control.Status) error {
 // class: virtual, subnet, exit, physical.
 func printFlows(w io.Writer, fl *control.Flows) error {
 	if !fl.FlowLog.Enabled {
-		return errors.New("flow logging is off on this sidecar (its file has no [FlowLog] section)")
+		return errors.New("flow logging is off on this sidecar (its file has no [FlowLog] section; add one, even empty, to turn it on)")
 	}
 	if len(fl.Messages) == 0 {
 		_, err := fmt.Fprintf(w, "no window with traffic yet (windows are %s)\n", fl.FlowLog.Window)
