@@ -131,11 +131,11 @@ AllowedIPs = 10.5.0.2/32
 	// in '-') stands for one that does not resolve.
 	for _, tc := range []struct{ ipfix, want string }{
 		{"Collector = localhost:4739\nLayers = virtual, physical\n", ""},
-		{"Layers = exit\nCollector = no-such-collector-:4739\n", ":6: Collector: lookup no-such-collector-"},
-		{"Collector = 127.0.0.1:0\n", ":5: Collector: \"127.0.0.1:0\": port must be a number from 1 to 65535"},
-		{"Collector = 127.0.0.1:4739\nLayers = virtual, wire\n", `:6: Layers: "wire" is not one of virtual, subnet, exit, physical`},
+		{"Layers = exit\nCollector = no-such-collector-:4739\n", ":7: Collector: lookup no-such-collector-"},
+		{"Collector = 127.0.0.1:0\n", ":6: Collector: \"127.0.0.1:0\": port must be a number from 1 to 65535"},
+		{"Collector = 127.0.0.1:4739\nLayers = virtual, wire\n", `:7: Layers: "wire" is not one of virtual, subnet, exit, physical`},
 	} {
-		f := writeFile(t, "ipfix.conf", fmt.Sprintf("[Interface]\nPrivateKey = %s\n\n[IPFIX]\n%s", k.Base64(), tc.ipfix))
+		f := writeFile(t, "ipfix.conf", fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 10.0.0.1/32\n\n[IPFIX]\n%s", k.Base64(), tc.ipfix))
 		code, stdout, stderr := runCmd(t, "", "check", "-c", f)
 		if tc.want == "" {
 			if code != 0 || !strings.Contains(stdout, "OK") {
