@@ -219,3 +219,27 @@ func (r *blobReader) decode(blob []byte, fn func(*rollupRow)) error {
 	}
 	return nil
 }
+
+// A Span is a part of a FlowQuery's range and the level of storage that
+// answers it, for a Storage that plans in its own query language: Level
+// is "window" (each window as stored), "minute" or "hour" (sums per
+// period); From and To bound the windows' (or periods') starts in Unix
+// ns, [From, To).
+type Span struct {
+	Level    string
+	From, To int64
+}
+
+var levelNames = [...]string{levelWindow: "window", levelMinute: "minute", levelHour: "hour"}
+
+// Plan is q's range split as the embedded store reads it: whole hours
+// from hourly sums, whole minutes around them from minute sums, and the
+// ragged ends window by window. A rollup's period starts where its first
+// window does, floored, so every window lies in exactly one span.
+func Plan(q *FlowQuery) []Span {
+	var out []Span
+	for _, sp := range q.plan() {
+		out = append(out, Span{levelNames[sp.lvl], sp.from, sp.to})
+	}
+	return out
+}
