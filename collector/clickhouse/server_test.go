@@ -141,3 +141,13 @@ func opener(dsn string) func(t *testing.T) collector.Storage {
 func TestFlowQueries(t *testing.T) { storagetest.Run(t, 2, opener(newDSN(t))) }
 
 func TestRetention(t *testing.T) { storagetest.RunRetention(t, opener(newDSN(t))) }
+
+// BenchmarkFleetIngest: one op is one 5 s window of 100 nodes × 1,000
+// flows into ClickHouse (one INSERT per upload).
+func BenchmarkFleetIngest(b *testing.B) {
+	st, err := clickhouse.Open(context.Background(), newDSN(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	storagetest.BenchIngest(b, st)
+}
