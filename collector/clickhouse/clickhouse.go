@@ -1,0 +1,426 @@
+// Package clickhouse is a collector.Storage in ClickHouse, the shared
+// store of a fleet: several `sidecar collect` processes on one database
+// are interchangeable front ends (SPEC §11). It speaks the native
+// protocol through github.com/ClickHouse/clickhouse-go/v2.
+//
+// Schema (created at Open if missing, in the DSN's database):
+//
+//	messages   one row per stored entry: its keys, logged time, node,
+//	           window, JSON, and its flows as a Nested column f;
+//	           MergeTree, a partition per UTC day of logged, ordered by
+//	           (collection, logged_ns)
+//	flows      one row per flow per window; a materialized view of
+//	           messages ARRAY JOIN f; a partition per UTC day of the
+//	           window start, ordered by (collection, hour, node, start)
+//	flows_1m,  every flow key summed per minute and per hour:
+//	flows_1h   SummingMergeTree fed by materialized views of messages
+//	seen       (collection, stream, proc_id, proc_seq) of every entry,
+//	           ordered by that key: the deduplication index
+//
+// An upload is one INSERT into messages; the views fill the rest from the
+// same block, so a retry finds either all of an upload or none of it.
+// Duplicates are refused before the INSERT by looking their keys up in
+// seen (see Put). Queries sum with GROUP BY, so the lazy merging of the
+// SummingMergeTree tables never shows. Retention drops whole day
+// partitions.
+//
+// The SQL is the subset that ClickHouse 18.16 (Debian's package) and
+// current releases (22.4 on) both accept: DateTime (seconds) plus
+// nanoseconds in UInt64 columns rather than DateTime64, addresses as
+// FixedString(16) rather than IPv6, no TTL, no codecs; see Features for
+// what is detected.
+package clickhouse
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/wgsidecar/sidecar/collector"
+)
+
+// Features are what Open found the server to offer beyond the common
+// subset.
+type Features struct {
+	// Version is the server's version, as it reports it.
+	Version string
+	// LowCardinality (19.x on) stores collection, node and proc_id as
+	// LowCardinality(String) in new tables; older servers get String.
+	LowCardinality bool
+}
+
+// Storage is a collector.Storage in ClickHouse. It is safe for
+// concurrent use.
+type Storage struct {
+	conn     driver.Conn
+	db       string // quoted
+	features Features
+	log      *slog.Logger
+}
+
+var _ collector.Storage = (*Storage)(nil)
+
+var dbName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+// Open connects to dsn (clickhouse://[USER[:PASSWORD]@]HOST:PORT/DATABASE,
+// the native protocol), creates the database and schema if missing and
+// returns the Storage. Its errors never include the password.
+func Open(ctx context.Context, dsn string, log *slog.Logger) (*Storage, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opt, err := ch.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: the storage URL: want clickhouse://HOST:PORT/DATABASE (%s)", redactErr(err, dsn))
+	}
+	db := opt.Auth.Database
+	if db == "" {
+		db = "default"
+	}
+	if !dbName.MatchString(db) {
+		return nil, fmt.Errorf("clickhouse: database name %q: want letters, digits and _", db)
+	}
+	opt.Auth.Database = "default"
+	opt.DialTimeout = 10 * time.Second
+	conn, err := ch.Open(opt)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: %s", redactErr(err, dsn))
+	}
+	s := &Storage{conn: conn, db: "`" + db + "`", log: log}
+	if err := s.init(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("clickhouse: %s", redactErr(err, dsn))
+	}
+	log.Info("clickhouse storage", "version", s.features.Version, "lowCardinality", s.features.LowCardinality, "database", db)
+	return s, nil
+}
+
+// redactErr is err's text with dsn's password removed.
+func redactErr(err error, dsn string) string {
+	msg := err.Error()
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		if at := strings.LastIndex(dsn, "@"); at > i {
+			if _, pass, ok := strings.Cut(dsn[i+3:at], ":"); ok && pass != "" {
+				msg = strings.ReplaceAll(msg, pass, "REDACTED")
+			}
+		}
+	}
+	return msg
+}
+
+// Features reports what Open detected.
+func (s *Storage) Features() Features { return s.features }
+
+// init detects features and creates the schema.
+func (s *Storage) init(ctx context.Context) error {
+	if err := s.conn.QueryRow(ctx, "SELECT version()").Scan(&s.features.Version); err != nil {
+		return err
+	}
+	major, _ := strconv.Atoi(strings.SplitN(s.features.Version, ".", 2)[0])
+	s.features.LowCardinality = major >= 19
+	for _, stmt := range s.schema() {
+		if err := s.conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("creating the schema: %w", err)
+		}
+	}
+	return nil
+}
+
+// schema is the statements that create the database and tables.
+func (s *Storage) schema() []string {
+	str := "String"
+	if s.features.LowCardinality {
+		str = "LowCardinality(String)"
+	}
+	db := s.db
+	keys := "class UInt8, proto UInt8, src_addr FixedString(16), src_port UInt16, dst_addr FixedString(16), dst_port UInt16"
+	sums := "tx_pkts UInt64, tx_bytes UInt64, rx_pkts UInt64, rx_bytes UInt64"
+	keyNames := "class, proto, src_addr, src_port, dst_addr, dst_port"
+	rollup := func(table, period string) []string {
+		return []string{
+			fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.%s (collection %s, node %s, period DateTime, %s, %s, flows UInt64)
+ENGINE = SummingMergeTree() PARTITION BY toYYYYMMDD(period) ORDER BY (collection, period, node, %s)`, db, table, str, str, keys, sums, keyNames),
+			fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s.%s_mv TO %s.%s AS
+SELECT collection, node, %s(window_start) AS period, f.class AS class, f.proto AS proto, f.src_addr AS src_addr, f.src_port AS src_port,
+  f.dst_addr AS dst_addr, f.dst_port AS dst_port, sum(f.tx_pkts) AS tx_pkts, sum(f.tx_bytes) AS tx_bytes,
+  sum(f.rx_pkts) AS rx_pkts, sum(f.rx_bytes) AS rx_bytes, count() AS flows
+FROM %s.messages ARRAY JOIN f
+GROUP BY collection, node, period, class, proto, src_addr, src_port, dst_addr, dst_port`, db, table, db, table, period, db),
+		}
+	}
+	out := []string{
+		"CREATE DATABASE IF NOT EXISTS " + db,
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.messages (
+  collection %s, stream FixedString(32), proc_id %s, proc_seq UInt64, logged DateTime, logged_ns UInt64, seq UInt32,
+  node %s, has_window UInt8, window_start DateTime, start_ns UInt64, end_ns UInt64, json String,
+  f Nested(%s, %s))
+ENGINE = MergeTree() PARTITION BY toYYYYMMDD(logged) ORDER BY (collection, logged_ns, seq)`, db, str, str, str, keys, sums),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.flows (collection %s, node %s, window_start DateTime, start_ns UInt64, end_ns UInt64,
+  %s, %s, stream FixedString(32), proc_id %s, proc_seq UInt64)
+ENGINE = MergeTree() PARTITION BY toYYYYMMDD(window_start) ORDER BY (collection, toStartOfHour(window_start), node, start_ns)`, db, str, str, keys, sums, str),
+		fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s.flows_mv TO %s.flows AS
+SELECT collection, node, window_start, start_ns, end_ns, f.class AS class, f.proto AS proto, f.src_addr AS src_addr, f.src_port AS src_port,
+  f.dst_addr AS dst_addr, f.dst_port AS dst_port, f.tx_pkts AS tx_pkts, f.tx_bytes AS tx_bytes, f.rx_pkts AS rx_pkts, f.rx_bytes AS rx_bytes,
+  stream, proc_id, proc_seq
+FROM %s.messages ARRAY JOIN f`, db, db, db),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.seen (collection %s, stream FixedString(32), proc_id %s, proc_seq UInt64, logged DateTime)
+ENGINE = MergeTree() PARTITION BY toYYYYMMDD(logged) ORDER BY (collection, stream, proc_id, proc_seq)`, db, str, str),
+		fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s.seen_mv TO %s.seen AS
+SELECT collection, stream, proc_id, proc_seq, logged FROM %s.messages WHERE proc_id != ''`, db, db, db),
+	}
+	out = append(out, rollup("flows_1m", "toStartOfMinute")...)
+	return append(out, rollup("flows_1h", "toStartOfHour")...)
+}
+
+// Close closes the connections.
+func (s *Storage) Close() error { return s.conn.Close() }
+
+// seqKey identifies the entries of one (collection, stream, proc_id).
+type seqKey struct {
+	collection string
+	stream     [32]byte
+	procID     string
+}
+
+// Put refuses the entries whose (collection, stream, proc_id, proc_seq)
+// is in seen (or earlier in entries), then stores the rest in one INSERT.
+//
+// Why this and not deduplication at query time: the rollups are summed
+// as rows arrive, and a sum cannot be told later which of its parts were
+// duplicates, so a duplicate must never reach messages. The check and
+// the INSERT are two statements, so two replicas given the same upload
+// at the same moment could both store it; logtail sends a retry only
+// after the previous attempt failed or timed out, and the INSERT of the
+// first attempt is one statement that has either landed (and is found in
+// seen) or failed when the retry arrives, unless the first replica is
+// still inserting when the client gives up.
+func (s *Storage) Put(ctx context.Context, entries []collector.Entry) (int, error) {
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	dup, err := s.duplicates(ctx, entries)
+	if err != nil {
+		return 0, err
+	}
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+`.messages (collection, stream, proc_id, proc_seq, logged, logged_ns, seq,
+  node, has_window, window_start, start_ns, end_ns, json, f.class, f.proto, f.src_addr, f.src_port, f.dst_addr, f.dst_port,
+  f.tx_pkts, f.tx_bytes, f.rx_pkts, f.rx_bytes)`)
+	if err != nil {
+		return 0, fmt.Errorf("clickhouse: %w", err)
+	}
+	stored := 0
+	for i := range entries {
+		if dup[i] {
+			continue
+		}
+		e := &entries[i]
+		var (
+			hasWindow          uint8
+			wstart             time.Time
+			startNs, endNs     uint64
+			class, proto       []uint8
+			srcAddr, dstAddr   [][]byte
+			srcPort, dstPort   []uint16
+			txp, txb, rxp, rxb []uint64
+		)
+		wstart = time.Unix(0, 0)
+		if w := e.Window; w != nil {
+			hasWindow = 1
+			startNs, endNs = nanos(w.Start), nanos(w.End)
+			wstart = time.Unix(int64(startNs/1e9), 0)
+			for _, f := range w.Flows {
+				class = append(class, uint8(f.Class))
+				proto = append(proto, f.Proto)
+				srcAddr = append(srcAddr, addr16(f.Src.Addr))
+				dstAddr = append(dstAddr, addr16(f.Dst.Addr))
+				srcPort = append(srcPort, f.Src.Port)
+				dstPort = append(dstPort, f.Dst.Port)
+				txp, txb = append(txp, f.TxPkts), append(txb, f.TxBytes)
+				rxp, rxb = append(rxp, f.RxPkts), append(rxb, f.RxBytes)
+			}
+		}
+		logged := nanos(e.Logged)
+		err := batch.Append(e.Collection, e.Stream[:], e.ProcID, e.ProcSeq, time.Unix(int64(logged/1e9), 0), logged, uint32(i),
+			e.NodeID, hasWindow, wstart, startNs, endNs, string(e.JSON), class, proto, srcAddr, srcPort, dstAddr, dstPort, txp, txb, rxp, rxb)
+		if err != nil {
+			batch.Abort()
+			return 0, fmt.Errorf("clickhouse: %w", err)
+		}
+		stored++
+	}
+	if stored == 0 {
+		batch.Abort()
+		return 0, nil
+	}
+	if err := batch.Send(); err != nil {
+		return 0, fmt.Errorf("clickhouse: storing entries: %w", err)
+	}
+	return stored, nil
+}
+
+// duplicates marks the entries already stored, or repeated in entries.
+func (s *Storage) duplicates(ctx context.Context, entries []collector.Entry) ([]bool, error) {
+	dup := make([]bool, len(entries))
+	type span struct{ lo, hi uint64 }
+	spans := map[seqKey]*span{}
+	for i := range entries {
+		e := &entries[i]
+		if e.ProcID == "" {
+			continue
+		}
+		k := seqKey{e.Collection, e.Stream, e.ProcID}
+		if sp := spans[k]; sp == nil {
+			spans[k] = &span{e.ProcSeq, e.ProcSeq}
+		} else {
+			sp.lo, sp.hi = min(sp.lo, e.ProcSeq), max(sp.hi, e.ProcSeq)
+		}
+	}
+	type seqID struct {
+		seqKey
+		seq uint64
+	}
+	seen := map[seqID]bool{}
+	for k, sp := range spans {
+		rows, err := s.conn.Query(ctx, "SELECT proc_seq FROM "+s.db+`.seen
+WHERE collection = ? AND stream = unhex(?) AND proc_id = ? AND proc_seq >= ? AND proc_seq <= ?`,
+			k.collection, hex.EncodeToString(k.stream[:]), k.procID, sp.lo, sp.hi)
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse: looking up duplicates: %w", err)
+		}
+		for rows.Next() {
+			var seq uint64
+			if err := rows.Scan(&seq); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("clickhouse: %w", err)
+			}
+			seen[seqID{k, seq}] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("clickhouse: looking up duplicates: %w", err)
+		}
+	}
+	for i := range entries {
+		e := &entries[i]
+		if e.ProcID == "" {
+			continue
+		}
+		id := seqID{seqKey{e.Collection, e.Stream, e.ProcID}, e.ProcSeq}
+		dup[i] = seen[id]
+		seen[id] = true
+	}
+	return dup, nil
+}
+
+// nanos is t in Unix ns, clamped to [0, MaxInt64].
+func nanos(t time.Time) uint64 {
+	switch {
+	case t.Before(time.Unix(0, 0)):
+		return 0
+	case t.After(time.Unix(0, 1<<63-1)):
+		return 1<<63 - 1
+	}
+	return uint64(t.UnixNano())
+}
+
+// addr16 is a's 16 bytes (IPv4 mapped), or 16 zero bytes for no address.
+func addr16(a netip.Addr) []byte {
+	if !a.IsValid() {
+		return make([]byte, 16)
+	}
+	b := a.As16()
+	return b[:]
+}
+
+// addrOf undoes addr16.
+func addrOf(b string) netip.Addr {
+	if len(b) != 16 || b == string(make([]byte, 16)) {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom16([16]byte([]byte(b))).Unmap()
+}
+
+// Query reads entries by logged time or (q.ByWindow) by window start.
+func (s *Storage) Query(ctx context.Context, q collector.Query) ([]json.RawMessage, error) {
+	out := []json.RawMessage{}
+	if q.End.Before(q.Start) {
+		return out, nil
+	}
+	col, order := "logged_ns", "logged_ns, seq"
+	where := ""
+	if q.ByWindow {
+		col, order, where = "start_ns", "start_ns, logged_ns, seq", " AND has_window = 1"
+	}
+	args := []any{q.Collection, nanos(q.Start), nanos(q.End)}
+	if q.Node != "" {
+		where += " AND node = ?"
+		args = append(args, q.Node)
+	}
+	sql := fmt.Sprintf("SELECT json FROM %s.messages WHERE collection = ? AND %s >= ? AND %s <= ?%s ORDER BY %s", s.db, col, col, where, order)
+	if q.Limit > 0 {
+		sql += " LIMIT " + strconv.Itoa(q.Limit)
+	}
+	rows, err := s.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: query: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var js string
+		if err := rows.Scan(&js); err != nil {
+			return nil, fmt.Errorf("clickhouse: query: %w", err)
+		}
+		out = append(out, json.RawMessage(js))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("clickhouse: query: %w", err)
+	}
+	return out, nil
+}
+
+// Expire drops the day partitions before the UTC day of cutoff, in every
+// table.
+func (s *Storage) Expire(ctx context.Context, cutoff time.Time) error {
+	day, _ := strconv.Atoi(cutoff.UTC().Format("20060102"))
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT table, partition FROM system.parts WHERE database = ? AND active AND table IN ('messages', 'flows', 'flows_1m', 'flows_1h', 'seen')",
+		strings.Trim(s.db, "`"))
+	if err != nil {
+		return fmt.Errorf("clickhouse: expire: %w", err)
+	}
+	type part struct {
+		table string
+		day   int
+	}
+	var drop []part
+	for rows.Next() {
+		var table, partition string
+		if err := rows.Scan(&table, &partition); err != nil {
+			rows.Close()
+			return fmt.Errorf("clickhouse: expire: %w", err)
+		}
+		if d, err := strconv.Atoi(strings.Trim(partition, "'")); err == nil && d < day {
+			drop = append(drop, part{table, d})
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("clickhouse: expire: %w", err)
+	}
+	for _, p := range drop {
+		if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DROP PARTITION %d", s.db, p.table, p.day)); err != nil {
+			return fmt.Errorf("clickhouse: expire %s day %d: %w", p.table, p.day, err)
+		}
+		s.log.Info("clickhouse: dropped a day", "table", p.table, "day", p.day)
+	}
+	return nil
+}
