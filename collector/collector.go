@@ -47,6 +47,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wgsidecar/sidecar/console"
 	"github.com/wgsidecar/sidecar/logproto"
 )
 
@@ -171,6 +172,8 @@ func Open(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	// The console: a static page over the query API above.
+	mux.Handle("/", console.Handler())
 	s.handler = mux
 	return s, nil
 }
