@@ -69,15 +69,16 @@ func (s *BoltStorage) Put(ctx context.Context, entries []Entry) (int, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		stored = 0
 		var (
-			coll       string
-			logs, seen *bolt.Bucket
+			coll          string
+			c, logs, seen *bolt.Bucket
 		)
 		var key [16]byte
 		var seenKey []byte
 		for i := range entries {
 			e := &entries[i]
 			if logs == nil || e.Collection != coll {
-				c, err := tx.CreateBucketIfNotExists([]byte("c/" + e.Collection))
+				var err error
+				c, err = tx.CreateBucketIfNotExists([]byte("c/" + e.Collection))
 				if err != nil {
 					return err
 				}
@@ -117,6 +118,11 @@ func (s *BoltStorage) Put(ctx context.Context, entries []Entry) (int, error) {
 			if err := logs.Put(bytes.Clone(key[:]), val); err != nil {
 				return err
 			}
+			if e.Window != nil {
+				if err := indexWindow(c, e, key); err != nil {
+					return err
+				}
+			}
 			stored++
 		}
 		return nil
@@ -127,11 +133,15 @@ func (s *BoltStorage) Put(ctx context.Context, entries []Entry) (int, error) {
 	return stored, nil
 }
 
-// Query reads q's time range through the logs index.
+// Query reads q's time range through the logs index (or, with
+// q.ByWindow, the windows index).
 func (s *BoltStorage) Query(ctx context.Context, q Query) ([]json.RawMessage, error) {
 	out := []json.RawMessage{}
 	if q.End.Before(q.Start) {
 		return out, nil
+	}
+	if q.ByWindow {
+		return s.queryByWindow(ctx, q)
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket([]byte("c/" + q.Collection))

@@ -1,6 +1,8 @@
 // Package collector is the receiving end of log streams: an HTTP server
 // that accepts uploads, stores each entry durably, stamped with the time
-// it was logged, and answers queries by time range and node.
+// it was logged, and answers queries by time range and node, and, for
+// flow-log entries, queries over the flows of a fleet's windows (sums per
+// group, top N, time buckets) behind the Storage interface.
 //
 // It shares only the wire protocol (package logproto) with the logtail
 // client and imports none of the client's code:
@@ -15,9 +17,16 @@
 //	         (MaxDecodedBytes), one entry (MaxEntryBytes), zstd window
 //	     415 another Content-Encoding
 //	     503 storage failed (with Retry-After)
-//	GET  /api/v1/logs?collection=C&start=T1&end=T2[&node=ID]
+//	GET  /api/v1/logs?collection=C&start=T1&end=T2[&node=ID][&time=window]
 //	     Authorization: Bearer TOKEN (401 without it)
 //	     200 {"logs":[…]} oldest first, every "logged" in [T1, T2]
+//	     (time=window: every window start in [T1, T2], by window start)
+//	GET  /api/v1/flows?collection=C&since=D|start=T1&end=T2&node=&class=
+//	     &proto=&addr=&port=&group=K1,K2&top=N&bucket=B (see FlowQuery)
+//	     200 {"rows":[{keys…,"bucket","txPkts","txBytes","rxPkts",
+//	     "rxBytes","flows"}]}; 400 naming the parameter refused
+//	GET  /api/v1/nodes?collection=C
+//	     200 {"nodes":[{"node","firstWindow","lastWindow","txBytes","rxBytes"}]}
 //	GET  /healthz
 //	     200 ok
 //
@@ -85,6 +94,10 @@ type Config struct {
 	// MaxQueryEntries bounds a query's answer (default 100 000): a range
 	// holding more is refused, to be asked for in shorter ranges.
 	MaxQueryEntries int
+	// Retention, if positive, is how long windows and entries are kept:
+	// at Open and every hour, every whole UTC day before now - Retention
+	// is dropped (Storage.Expire).
+	Retention time.Duration
 	// Logger receives the collector's logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock that stamps "logged"; nil means time.Now.
@@ -106,6 +119,9 @@ type Server struct {
 	handler    http.Handler
 	uploads    chan struct{} // semaphore of uploads being decoded
 	decoders   sync.Pool     // *zstd.Decoder
+	// stopRetention stops the retention loop and waits for it; nil
+	// without one.
+	stopRetention func()
 
 	mu      sync.Mutex
 	servers []*http.Server // guarded by mu
@@ -126,7 +142,7 @@ func Open(cfg Config) (*Server, error) {
 	if cfg.MaxQueryEntries == 0 {
 		cfg.MaxQueryEntries = defaultMaxQueryEntries
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.MaxDecodedBytes < 0 || cfg.MaxQueryEntries < 0 {
+	if cfg.MaxBodyBytes < 0 || cfg.MaxDecodedBytes < 0 || cfg.MaxQueryEntries < 0 || cfg.Retention < 0 {
 		return nil, errors.New("collector: negative limit in Config")
 	}
 	if cfg.Logger == nil {
@@ -169,12 +185,17 @@ func Open(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+logproto.UploadPrefix+"{collection}/{id}", s.handleUpload)
 	mux.HandleFunc("GET /api/v1/logs", s.handleQuery)
+	mux.HandleFunc("GET /api/v1/flows", s.handleFlows)
+	mux.HandleFunc("GET /api/v1/nodes", s.handleNodes)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	// The console: a static page over the query API above.
 	mux.Handle("/", console.Handler())
 	s.handler = mux
+	if cfg.Retention > 0 {
+		s.startRetention()
+	}
 	return s, nil
 }
 
@@ -236,6 +257,9 @@ func (s *Server) Close() error {
 		if err := srv.Shutdown(ctx); err != nil {
 			srv.Close()
 		}
+	}
+	if s.stopRetention != nil {
+		s.stopRetention()
 	}
 	return s.store.Close()
 }

@@ -25,7 +25,7 @@ func newStamper(logged time.Time) *stamper {
 	return s
 }
 
-// stamp fills e.JSON, e.NodeID, e.ProcID and e.ProcSeq from raw, one valid
+// stamp fills e.JSON, e.NodeID, e.ProcID, e.ProcSeq and e.Window from raw, one valid
 // JSON object. The stored JSON is compact, has any "logged" member of the
 // client's replaced by the collector's, placed after "nodeId" (or first, if
 // there is none), and keeps the other members in their order.
@@ -36,12 +36,15 @@ func (s *stamper) stamp(e *Entry, raw []byte) error {
 	}
 	obj := s.compact.Bytes()
 	var node, logtail []byte
+	var win windowMembers
 	err := forEachMember(obj, func(key, val []byte) {
 		switch {
 		case keyIs(key, "nodeId"):
 			node = val
 		case keyIs(key, logproto.StampMember):
 			logtail = val
+		default:
+			win.note(key, val)
 		}
 	})
 	if err != nil {
@@ -52,6 +55,7 @@ func (s *stamper) stamp(e *Entry, raw []byte) error {
 		json.Unmarshal(node, &e.NodeID)
 	}
 	e.ProcID, e.ProcSeq = procKey(logtail)
+	e.Window = win.window()
 
 	out := append(s.out[:0], '{')
 	if node == nil {

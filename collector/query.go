@@ -10,14 +10,21 @@ import (
 	"time"
 )
 
-// handleQuery serves GET /api/v1/logs?collection=C&start=T1&end=T2[&node=ID].
+// handleQuery serves GET /api/v1/logs?collection=C&start=T1&end=T2[&node=ID][&time=window].
 func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="collector"`)
-		s.refuse(w, r, &httpError{http.StatusUnauthorized, "reads need Authorization: Bearer TOKEN"})
+	if !s.checkRead(w, r) {
 		return
 	}
 	v := r.URL.Query()
+	var byWindow bool
+	switch t := v.Get("time"); t {
+	case "", "logged":
+	case "window":
+		byWindow = true
+	default:
+		s.refuse(w, r, badRequest("time=%q: want logged (the default) or window", t))
+		return
+	}
 	coll := v.Get("collection")
 	if herr := s.checkCollection(coll); herr != nil {
 		s.refuse(w, r, herr)
@@ -44,13 +51,10 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
 		End:        end,
 		Node:       v.Get("node"),
 		Limit:      max + 1,
+		ByWindow:   byWindow,
 	})
 	if err != nil {
-		if r.Context().Err() != nil {
-			return // the client left
-		}
-		s.log.Error("collector: query failed", "collection", coll, "err", err)
-		s.refuse(w, r, &httpError{http.StatusServiceUnavailable, "storage failed; try again"})
+		s.storageFailed(w, r, "logs", err)
 		return
 	}
 	if len(logs) > max {

@@ -16,11 +16,21 @@ type Storage interface {
 	// skips an entry whose (Collection, Stream, ProcID, ProcSeq) is
 	// already stored, when ProcID is set, and returns how many it stored.
 	Put(ctx context.Context, entries []Entry) (stored int, err error)
-	// Query returns the entries of q.Collection whose Logged time lies in
+	// Query returns the entries of q.Collection whose Logged time (or window
+	// start, see Query.ByWindow) lies in
 	// [q.Start, q.End] (inclusive) and, if q.Node is set, whose NodeID is
 	// q.Node, oldest first, entries logged at the same time in the order
 	// they were stored. It returns at most q.Limit entries if q.Limit > 0.
 	Query(ctx context.Context, q Query) ([]json.RawMessage, error)
+	// Flows answers a FlowQuery: rows summed per group (and bucket), in
+	// FinishRows's order, q.Top applied.
+	Flows(ctx context.Context, q FlowQuery) ([]FlowRow, error)
+	// Nodes lists the nodes that have windows in collection, by node ID.
+	Nodes(ctx context.Context, collection string) ([]NodeRow, error)
+	// Expire drops every whole UTC day before the one holding cutoff: the
+	// entries logged in it and the windows starting in it, with their
+	// rollups and their deduplication keys.
+	Expire(ctx context.Context, cutoff time.Time) error
 	// Close releases the storage.
 	Close() error
 }
@@ -43,6 +53,9 @@ type Entry struct {
 	// JSON is the entry as stored and served: one compact JSON object,
 	// with "logged" (RFC 3339, nanoseconds, UTC) set by the collector.
 	JSON json.RawMessage
+	// Window is the entry's window and flows if it is a flow-log message
+	// (it has RFC 3339 "start" and "end"), else nil.
+	Window *Window
 }
 
 // A Query selects entries of one collection by logged time, inclusive at
@@ -52,4 +65,9 @@ type Query struct {
 	Start, End time.Time
 	Node       string // "" for every node
 	Limit      int    // at most this many entries; 0 for no limit
+	// ByWindow selects by the window's start instead of the logged time:
+	// flow-log entries whose window starts in [Start, End], ordered by
+	// window start, then as stored; entries without a window are left
+	// out.
+	ByWindow bool
 }

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/wgsidecar/sidecar/collector"
 )
@@ -19,10 +20,12 @@ import (
 // holders of the token in --token-file.
 func cmdCollect(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("collect",
-		"collect --data DIR --token-file FILE [--listen ADDR] [--collections A,B] [--max-body BYTES] [--max-decoded BYTES] [--log-level LEVEL] [--log-json]",
+		"collect --data DIR --token-file FILE [--storage bolt|clickhouse://HOST:PORT/DB] [--retention D] [--listen ADDR] [--collections A,B] [--max-body BYTES] [--max-decoded BYTES] [--log-level LEVEL] [--log-json]",
 		stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "`address` to serve HTTP on")
-	dataDir := fs.String("data", "", "`directory` of the database (created with mode 0700)")
+	dataDir := fs.String("data", "", "`directory` of the embedded database (created with mode 0700)")
+	storage := fs.String("storage", "bolt", "the `store`: bolt (the embedded database in --data) or clickhouse://HOST:PORT/DATABASE")
+	retention := fs.String("retention", "", "keep windows and entries this `long` (30d, 12h), dropping whole days; default: keep everything")
 	tokenFile := fs.String("token-file", "", "`file` holding the bearer token that reads require")
 	collections := fs.String("collections", "", "comma-separated `names` of the collections to accept (default: any)")
 	maxBody := fs.Int64("max-body", 8<<20, "largest upload body accepted, as sent, in `bytes`")
@@ -32,10 +35,19 @@ func cmdCollect(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *dataDir == "" || *tokenFile == "" {
-		fmt.Fprintln(stderr, "sidecar collect: --data DIR and --token-file FILE are required")
+	if *dataDir == "" && *storage == "bolt" || *tokenFile == "" {
+		fmt.Fprintln(stderr, "sidecar collect: --data DIR (or --storage clickhouse://…) and --token-file FILE are required")
 		fs.Usage()
 		return errUsage
+	}
+	var keep time.Duration
+	if *retention != "" {
+		d, err := collector.ParseDuration(*retention)
+		if err != nil {
+			fmt.Fprintf(stderr, "sidecar collect: --retention %q: want a duration such as 30d or 12h\n", *retention)
+			return errUsage
+		}
+		keep = d
 	}
 	log, err := newLogger(stderr, *level, *logJSON)
 	if err != nil {
@@ -59,8 +71,14 @@ func cmdCollect(args []string, stdout, stderr io.Writer) error {
 	// during start-up still shuts it down cleanly.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	st, err := openStorage(ctx, *storage, log)
+	if err != nil {
+		return err
+	}
 	srv, err := collector.Open(collector.Config{
 		DataDir:         *dataDir,
+		Storage:         st,
+		Retention:       keep,
 		Token:           token,
 		MaxBodyBytes:    *maxBody,
 		MaxDecodedBytes: *maxDecoded,
@@ -75,7 +93,7 @@ func cmdCollect(args []string, stdout, stderr io.Writer) error {
 		srv.Close()
 		return err
 	}
-	log.Info("collector listening", "addr", ln.Addr().String(), "data", *dataDir, "collections", cmpOr(*collections, "any"))
+	log.Info("collector listening", "addr", ln.Addr().String(), "storage", storageName(*storage, *dataDir), "collections", cmpOr(*collections, "any"))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

@@ -38,6 +38,8 @@ Usage:
   sidecar demo             run two nodes in one process, send traffic, show what happened
   sidecar collect --data DIR --token-file FILE [--listen ADDR]
                            run a log collector: store uploaded log streams, answer queries
+  sidecar query --collector URL --token-file FILE [--since D] [--by K1,K2] [--top N] [--bucket B] [-j]
+                           ask a collector which flows moved the most bytes, per node, per minute, ...
 
 Run 'sidecar COMMAND --help' for a command's flags.
 `
@@ -78,6 +80,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdDemo(rest, stdout, stderr)
 	case "collect":
 		err = cmdCollect(rest, stdout, stderr)
+	case "query":
+		err = cmdQuery(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "sidecar: unknown command %q\n\n%s", cmd, usage)
 		return 2
