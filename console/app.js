@@ -278,12 +278,17 @@
     $("chart").dataset.points = String(xs.length);
     if (xs.length === 0) return;
     const width = Math.max(320, $("chart").clientWidth || 800);
+    let top = 0;
+    for (const ys of data.slice(1)) for (const y of ys) if (y > top) top = y;
     chart = new uPlot(
       {
         width,
         height: 260,
         series,
-        scales: { x: { time: true, range: () => [Math.min(xs[0], now - span), Math.max(xs[xs.length - 1] + step, now)] } },
+        scales: {
+          x: { time: true, range: () => [Math.min(xs[0], now - span), Math.max(xs[xs.length - 1] + step, now)] },
+          y: { range: () => [0, top > 0 ? top * 1.1 : 1] },
+        },
         axes: [{}, { values: (u, ticks) => ticks.map(humanRate), size: 80 }],
         points: { show: xs.length < 3 },
       },
