@@ -56,6 +56,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wgsidecar/sidecar/console"
 	"github.com/wgsidecar/sidecar/logproto"
 )
 
@@ -189,6 +190,8 @@ func Open(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	// The console: a static page over the query API above.
+	mux.Handle("/", console.Handler())
 	s.handler = mux
 	if cfg.Retention > 0 {
 		s.startRetention()

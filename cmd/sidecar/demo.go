@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/wgsidecar/sidecar"
@@ -23,8 +25,10 @@ import (
 // loopback, sends HTTP, ping and a bulk transfer between them, and prints
 // what happened. It needs nothing else on the machine.
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", "demo [--bytes N] [--log-level LEVEL]", stderr)
+	fs := newFlags("demo", "demo [--bytes N] [--serve] [--listen ADDR] [--log-level LEVEL]", stderr)
 	size := fs.Int64("bytes", 32<<20, "size of the bulk transfer from a to b")
+	serve := fs.Bool("serve", false, "keep the collector and the nodes running afterwards, traffic continuing, and print the console's address (Ctrl-C stops)")
+	listen := fs.String("listen", "127.0.0.1:0", "`address` the demo's collector (and its console) listens on")
 	level := fs.String("log-level", "warn", "log `level` for the nodes: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -43,13 +47,17 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 	token := fmt.Sprintf("demo-%d", time.Now().UnixNano())
-	coll, collectorURL, err := startDemoCollector(dir, token)
+	coll, collectorURL, err := startDemoCollector(dir, token, *listen)
 	if err != nil {
 		return err
 	}
 	defer coll.Close()
 
-	a, b, err := demoPair(log, collectorURL, dir)
+	window := time.Hour // the demo cuts its one window itself
+	if *serve {
+		window = 5 * time.Second
+	}
+	a, b, err := demoPair(log, collectorURL, dir, window)
 	if err != nil {
 		return err
 	}
@@ -78,7 +86,38 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	if n != *size {
 		return fmt.Errorf("b received %d bytes; want %d", n, *size)
 	}
-	return demoFlowLog(ctx, stdout, collectorURL, token, started, nodes)
+	if err := demoFlowLog(ctx, stdout, collectorURL, token, started, nodes); err != nil || !*serve {
+		return err
+	}
+	return demoServe(stdout, collectorURL, token, a, b)
+}
+
+// demoServe keeps the demo running until SIGINT or SIGTERM: a GET and a
+// ping every second, 1 MiB from a to b every ten, while the nodes' flow
+// logs (5 s windows) reach the collector, whose console it points to.
+func demoServe(stdout io.Writer, collectorURL, token string, a, b *sidecar.Node) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stdout, "\nConsole: %s/?collection=demo\n", collectorURL)
+	fmt.Fprintf(stdout, "Sign in with collection demo and token %s\n", token)
+	fmt.Fprintln(stdout, "Traffic continues (a GET and a ping every second, 1 MiB every 10 s); Ctrl-C stops.")
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(stdout, "stopping")
+			return nil
+		case <-t.C:
+		}
+		step, cancel := context.WithTimeout(ctx, 5*time.Second)
+		demoGet(step, a, "http://10.99.0.2/")
+		b.Ping(step, "fd00:99::1")
+		if i%10 == 0 {
+			demoBulk(step, io.Discard, a, b, 1<<20)
+		}
+		cancel()
+	}
 }
 
 // demoNode is one of the demo's two nodes and the name it prints as.
@@ -90,12 +129,12 @@ type demoNode struct {
 // startDemoCollector opens a collector storing in dir, reading with token,
 // and serves it on a loopback port; it returns the server to close and
 // the base URL to reach it at.
-func startDemoCollector(dir, token string) (*collector.Server, string, error) {
+func startDemoCollector(dir, token, listen string) (*collector.Server, string, error) {
 	coll, err := collector.Open(collector.Config{DataDir: filepath.Join(dir, "collector"), Token: token})
 	if err != nil {
 		return nil, "", err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		coll.Close()
 		return nil, "", err
@@ -279,8 +318,8 @@ func demoGet(ctx context.Context, n *sidecar.Node, url string) (string, error) {
 }
 
 // demoPair starts two nodes with generated keys, each shipping its flow
-// log to the collector, and peers them.
-func demoPair(log *slog.Logger, collectorURL, dir string) (*sidecar.Node, *sidecar.Node, error) {
+// log (windows of window) to the collector, and peers them.
+func demoPair(log *slog.Logger, collectorURL, dir string, window time.Duration) (*sidecar.Node, *sidecar.Node, error) {
 	var nodes [2]*sidecar.Node
 	var keys [2]wgconf.PrivateKey
 	addrs := [2][]netip.Prefix{
@@ -300,7 +339,7 @@ func demoPair(log *slog.Logger, collectorURL, dir string) (*sidecar.Node, *sidec
 		name := string(rune('a' + i))
 		n, err := sidecar.Start(&wgconf.Config{
 			Interface: wgconf.Interface{PrivateKey: k, MTU: 1420, Addresses: addrs[i]},
-			FlowLog:   &wgconf.FlowLog{Window: time.Hour, NodeID: "demo-" + name},
+			FlowLog:   &wgconf.FlowLog{Window: window, NodeID: "demo-" + name},
 			LogStream: &wgconf.LogStream{
 				URL: collectorURL, Collection: "demo", PrivateID: stream.Hex(),
 				BufferDir: filepath.Join(dir, "buffer-"+name),

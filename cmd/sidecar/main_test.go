@@ -388,3 +388,62 @@ func TestCollectCommand(t *testing.T) {
 		t.Errorf("collector after SIGTERM: %v; stderr:\n%s", err, stderr.String())
 	}
 }
+
+// TestDemoServe runs "sidecar demo --serve" as a process: after the demo
+// it prints the console's address and a token, the collector there serves
+// the console and answers queries whose windows keep coming (traffic
+// continues), and SIGINT ends it cleanly.
+func TestDemoServe(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "demo", "--serve", "--bytes", "1048576")
+	cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	re := regexp.MustCompile(`Console: (http://127\.0\.0\.1:\d+)/\?collection=demo\nSign in with collection demo and token (\S+)\n`)
+	var m []string
+	for deadline := time.Now().Add(60 * time.Second); m == nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no console address printed; stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+		m = re.FindStringSubmatch(stdout.String())
+	}
+	base, token := m[1], m[2]
+	resp, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "wgsidecar console") {
+		t.Fatalf("GET %s/: %s", base, resp.Status)
+	}
+	// Windows of 5 s keep arriving: the newest window a node reported
+	// moves on while the demo serves.
+	lastWindow := func() string {
+		req, _ := http.NewRequest("GET", base+"/api/v1/nodes?collection=demo", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("nodes: %s %s", resp.Status, body)
+		}
+		return string(body)
+	}
+	first := lastWindow()
+	for deadline := time.Now().Add(30 * time.Second); lastWindow() == first; time.Sleep(500 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no new window in 30 s of serving: %s", first)
+		}
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGINT: %v\nstderr:\n%s", err, stderr.String())
+	}
+}
