@@ -216,7 +216,7 @@
       const [series, top, map] = await Promise.all([
         api("/api/v1/flows", { ...params, group: v.split, bucket }, ctl.signal),
         api("/api/v1/flows", { ...params, group: v.by, top: v.top || "10" }, ctl.signal),
-        api("/api/v1/flows", { ...params, group: "node,dstAddr", top: "60" }, ctl.signal),
+        api("/api/v1/flows", { ...params, group: "node,dstAddr", top: "24" }, ctl.signal),
       ]);
       drawChart(series.rows || [], v.split, bucket, rangeSeconds(v));
       fillTop(top.rows || [], v.by);

@@ -131,7 +131,7 @@ func (f *consoleFleet) moveTraffic(t *testing.T) {
 		}
 		nodes := f.api(t, "/api/v1/nodes", url.Values{})
 		rows, _ := json.Marshal(f.api(t, "/api/v1/flows", top))
-		if len(nodes) == 2 && string(rows) == last && last != "null" {
+		if len(nodes) == 100 && string(rows) == last && last != "null" {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -141,12 +141,43 @@ func (f *consoleFleet) moveTraffic(t *testing.T) {
 	}
 }
 
+// addSyntheticNodes uploads one window from each of n more nodes
+// (synthetic-00, ...), as their sidecars would, so the page has a fleet of
+// that size to show: a few hundred bytes each, to addresses of their own.
+func (f *consoleFleet) addSyntheticNodes(t *testing.T, n int) {
+	id, err := logtail.NewPrivateID()
+	must(t, err)
+	now := time.Now().UTC().Add(-time.Minute)
+	var entries []map[string]any
+	for i := range n {
+		entries = append(entries, map[string]any{
+			"logtail": map[string]any{"client_time": now.Format(time.RFC3339Nano), "proc_id": "synthetic", "proc_seq": i + 1},
+			"nodeId":  fmt.Sprintf("synthetic-%02d", i),
+			"start":   now.Format(time.RFC3339Nano),
+			"end":     now.Add(5*time.Second - time.Nanosecond).Format(time.RFC3339Nano),
+			"virtualTraffic": []map[string]any{{
+				"proto": 6, "src": fmt.Sprintf("10.98.%d.%d:40000", i/250, i%250+1), "dst": "10.98.255.1:80",
+				"txPkts": 2, "txBytes": 200 + i, "rxPkts": 1, "rxBytes": 60,
+			}},
+		})
+	}
+	body, err := json.Marshal(entries)
+	must(t, err)
+	resp, err := http.Post(f.url+"/c/"+consoleCollection+"/"+id.Hex(), "application/json", strings.NewReader(string(body)))
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("uploading %d synthetic nodes: %s", n, resp.Status)
+	}
+}
+
 func TestConsoleInBrowser(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Skip("needs Debian's chromium (apt-get install chromium): drives the console in a headless browser")
 	}
 	f := startConsoleFleet(t)
+	f.addSyntheticNodes(t, 98) // with the two real ones, a fleet of 100
 	f.moveTraffic(t)
 
 	ctx, browserErrors := newBrowser(t, chromium)
@@ -199,7 +230,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("first row %q with %s bytes; the API's top destination is %q with %d", key, bytesAttr.Value, wantKey, wantBytes)
 	}
 
-	// One refresh (Apply) makes at most three API calls.
+	// One refresh (Apply) of the hour's view of the 100 nodes makes at
+	// most three API calls.
 	before := f.apiCalls.Load()
 	must(t, chromedp.Do(ctx,
 		chromedp.Evaluate[chromedp.Void](`document.getElementById("status").textContent = ""`),
@@ -212,8 +244,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Logf("one refresh: %d API calls", calls)
 	}
 
-	// A click on the first row filters the page and the address by it.
-	must(t, chromedp.Do(ctx, chromedp.Click("#top tbody tr:first-child a")))
+	overview, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	must(t, err)
+	saveArtifact(t, "console.png", overview)
+
+	// The first row's link, reached from the keyboard (focus, Enter),
+	// filters the page and the address by it.
+	must(t, chromedp.Do(ctx,
+		chromedp.Focus("#top tbody tr:first-child a"),
+		chromedp.KeyEvent("\r"),
+	))
 	waitText(t, ctx, "#status", "updated")
 	loc := location(t, ctx)
 	addr := wantKey // an anonymised row has no port
@@ -231,7 +271,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	must(t, err)
-	saveArtifact(t, "console.png", png)
+	saveArtifact(t, "console-filtered.png", png)
 	browserErrors.check(t)
 }
 
