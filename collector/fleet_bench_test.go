@@ -9,11 +9,14 @@ import (
 )
 
 // BenchmarkFleetIngest: one op is one 5 s window of 100 nodes × 1,000
-// flows into the embedded store (fsync per upload).
+// flows into the embedded store, the uploads one after another (a
+// transaction and an fsync each) or all at once (sharing commits).
 func BenchmarkFleetIngest(b *testing.B) {
-	st, err := collector.OpenBolt(filepath.Join(b.TempDir(), "collector.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	storagetest.BenchIngest(b, st)
+	storagetest.BenchIngestModes(b, func(b *testing.B) collector.Storage {
+		st, err := collector.OpenBolt(filepath.Join(b.TempDir(), "collector.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return st
+	})
 }

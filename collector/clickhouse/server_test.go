@@ -143,11 +143,14 @@ func TestFlowQueries(t *testing.T) { storagetest.Run(t, 2, opener(newDSN(t))) }
 func TestRetention(t *testing.T) { storagetest.RunRetention(t, opener(newDSN(t))) }
 
 // BenchmarkFleetIngest: one op is one 5 s window of 100 nodes × 1,000
-// flows into ClickHouse (one INSERT per upload).
+// flows into ClickHouse, the uploads one after another (an INSERT each)
+// or all at once (sharing INSERTs).
 func BenchmarkFleetIngest(b *testing.B) {
-	st, err := clickhouse.Open(context.Background(), newDSN(b), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	storagetest.BenchIngest(b, st)
+	storagetest.BenchIngestModes(b, func(b *testing.B) collector.Storage {
+		st, err := clickhouse.Open(context.Background(), newDSN(b), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return st
+	})
 }
