@@ -3,6 +3,7 @@ package collector_test
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/wgsidecar/sidecar/collector"
 	"github.com/wgsidecar/sidecar/collector/storagetest"
@@ -19,4 +20,15 @@ func BenchmarkFleetIngest(b *testing.B) {
 		}
 		return st
 	})
+}
+
+// BenchmarkFleetQuery: the top 10 destinations of the fleet over the
+// last hour (and, named explicitly, the last 24 hours) from the
+// embedded store; see storagetest.QueryFixture for the data.
+func BenchmarkFleetQuery(b *testing.B) {
+	st, err := collector.OpenBolt(filepath.Join(b.TempDir(), "collector.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	storagetest.BenchQuery(b, st, time.Hour, 24*time.Hour)
 }
