@@ -37,8 +37,10 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -103,6 +105,10 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*Storage, error) {
 	s.gc = collector.GroupCommit{Commit: s.commit, Delay: groupDelay, Timeout: 2 * time.Minute}
 	if err := s.init(ctx); err != nil {
 		conn.Close()
+		var nerr *net.OpError
+		if errors.As(err, &nerr) && nerr.Op == "dial" {
+			return nil, fmt.Errorf("clickhouse: cannot connect to %s (is the server running, and is that its native port, 9000 by default?): %s", strings.Join(opt.Addr, ", "), redactErr(err, dsn))
+		}
 		return nil, fmt.Errorf("clickhouse: %s", redactErr(err, dsn))
 	}
 	log.Info("clickhouse storage", "version", s.features.Version, "lowCardinality", s.features.LowCardinality, "database", db)
