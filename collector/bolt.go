@@ -30,6 +30,7 @@ import (
 // There is no retention yet: entries stay until deleted by hand.
 type BoltStorage struct {
 	db *bolt.DB
+	gc GroupCommit
 }
 
 var _ Storage = (*BoltStorage)(nil)
@@ -53,82 +54,87 @@ func OpenBolt(path string) (*BoltStorage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("collector: open %s: %w", path, err)
 	}
-	return &BoltStorage{db: db}, nil
+	s := &BoltStorage{db: db}
+	s.gc.Commit = s.commit
+	return s, nil
 }
 
-// Put stores entries in one transaction, committed (and fsynced) before it
-// returns.
+// Put stores entries in a transaction committed (and fsynced) before it
+// returns. Concurrent Puts share one transaction (GroupCommit): an fsync
+// per group, not per upload.
 func (s *BoltStorage) Put(ctx context.Context, entries []Entry) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	if len(entries) == 0 {
-		return 0, nil
-	}
-	var stored int
+	return s.gc.Put(ctx, entries)
+}
+
+// commit stores uploads in one transaction.
+func (s *BoltStorage) commit(ctx context.Context, uploads [][]Entry) ([]int, error) {
+	stored := make([]int, len(uploads))
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		stored = 0
+		clear(stored)
 		var (
 			coll          string
 			c, logs, seen *bolt.Bucket
 		)
 		var key [16]byte
 		var seenKey []byte
-		for i := range entries {
-			e := &entries[i]
-			if logs == nil || e.Collection != coll {
-				var err error
-				c, err = tx.CreateBucketIfNotExists([]byte("c/" + e.Collection))
+		var sc indexScratch
+		for u, entries := range uploads {
+			for i := range entries {
+				e := &entries[i]
+				if logs == nil || e.Collection != coll {
+					var err error
+					c, err = tx.CreateBucketIfNotExists([]byte("c/" + e.Collection))
+					if err != nil {
+						return err
+					}
+					if logs, err = c.CreateBucketIfNotExists(bucketLogs); err != nil {
+						return err
+					}
+					if seen, err = c.CreateBucketIfNotExists(bucketSeen); err != nil {
+						return err
+					}
+					// Keys arrive in time order: fill pages up.
+					logs.FillPercent = 0.95
+					coll = e.Collection
+				}
+				ns := timeKey(e.Logged)
+				if e.ProcID != "" && len(e.ProcID) <= maxProcIDBytes {
+					seenKey = append(seenKey[:0], e.Stream[:]...)
+					seenKey = append(seenKey, byte(len(e.ProcID)))
+					seenKey = append(seenKey, e.ProcID...)
+					seenKey = binary.BigEndian.AppendUint64(seenKey, e.ProcSeq)
+					if seen.Get(seenKey) != nil {
+						continue // a duplicate
+					}
+					if err := seen.Put(bytes.Clone(seenKey), binary.BigEndian.AppendUint64(nil, ns)); err != nil {
+						return err
+					}
+				}
+				seq, err := logs.NextSequence()
 				if err != nil {
 					return err
 				}
-				if logs, err = c.CreateBucketIfNotExists(bucketLogs); err != nil {
+				binary.BigEndian.PutUint64(key[:8], ns)
+				binary.BigEndian.PutUint64(key[8:], seq)
+				val := make([]byte, 0, binary.MaxVarintLen64+len(e.NodeID)+len(e.JSON))
+				val = binary.AppendUvarint(val, uint64(len(e.NodeID)))
+				val = append(val, e.NodeID...)
+				val = append(val, e.JSON...)
+				if err := logs.Put(bytes.Clone(key[:]), val); err != nil {
 					return err
 				}
-				if seen, err = c.CreateBucketIfNotExists(bucketSeen); err != nil {
-					return err
+				if e.Window != nil {
+					if err := indexWindow(c, e, key, &sc); err != nil {
+						return err
+					}
 				}
-				// Keys arrive in time order: fill pages up.
-				logs.FillPercent = 0.95
-				coll = e.Collection
+				stored[u]++
 			}
-			ns := timeKey(e.Logged)
-			if e.ProcID != "" && len(e.ProcID) <= maxProcIDBytes {
-				seenKey = append(seenKey[:0], e.Stream[:]...)
-				seenKey = append(seenKey, byte(len(e.ProcID)))
-				seenKey = append(seenKey, e.ProcID...)
-				seenKey = binary.BigEndian.AppendUint64(seenKey, e.ProcSeq)
-				if seen.Get(seenKey) != nil {
-					continue // a duplicate
-				}
-				if err := seen.Put(bytes.Clone(seenKey), binary.BigEndian.AppendUint64(nil, ns)); err != nil {
-					return err
-				}
-			}
-			seq, err := logs.NextSequence()
-			if err != nil {
-				return err
-			}
-			binary.BigEndian.PutUint64(key[:8], ns)
-			binary.BigEndian.PutUint64(key[8:], seq)
-			val := make([]byte, 0, binary.MaxVarintLen64+len(e.NodeID)+len(e.JSON))
-			val = binary.AppendUvarint(val, uint64(len(e.NodeID)))
-			val = append(val, e.NodeID...)
-			val = append(val, e.JSON...)
-			if err := logs.Put(bytes.Clone(key[:]), val); err != nil {
-				return err
-			}
-			if e.Window != nil {
-				if err := indexWindow(c, e, key); err != nil {
-					return err
-				}
-			}
-			stored++
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("collector: storing entries: %w", err)
+		return nil, fmt.Errorf("collector: storing entries: %w", err)
 	}
 	return stored, nil
 }

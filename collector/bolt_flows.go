@@ -45,53 +45,66 @@ func nodeKey(node string) []byte {
 	return append([]byte{byte(len(node))}, node...)
 }
 
+// indexScratch is the scratch space of indexing windows: one per
+// transaction, reused window after window.
+type indexScratch struct {
+	rows, old, merged []rollupRow
+	r                 blobReader
+	en                rowEncoder
+	key               []byte
+}
+
 // indexWindow adds e's window to the index of collection bucket c; lk is
 // e's logs key.
-func indexWindow(c *bolt.Bucket, e *Entry, lk [16]byte) error {
+func indexWindow(c *bolt.Bucket, e *Entry, lk [16]byte, sc *indexScratch) error {
 	nk := nodeKey(e.NodeID)
 	if nk == nil {
 		return nil
 	}
 	w := e.Window
 	start := int64(timeKey(w.Start))
-	rows := make([]rollupRow, len(w.Flows))
+	rows := sc.rows[:0]
 	var tx, rx uint64
 	for i := range w.Flows {
-		rows[i] = rollupRow{Flow: w.Flows[i], Flows: 1}
+		rows = append(rows, rollupRow{Flow: w.Flows[i], Flows: 1})
 		if w.Flows[i].Class != ClassPhysical {
 			tx += w.Flows[i].TxBytes
 			rx += w.Flows[i].RxBytes
 		}
 	}
+	rows = normRows(rows)
+	sc.rows = rows
 	b, err := c.CreateBucketIfNotExists(bucketWin)
 	if err != nil {
 		return err
 	}
 	key := binary.BigEndian.AppendUint64(bytes.Clone(nk), uint64(start))
-	if err := b.Put(append(key, lk[:]...), encodeRows(nil, rows)); err != nil {
+	if err := b.Put(append(key, lk[:]...), sc.en.encode(rows)); err != nil {
 		return err
 	}
 	for lvl := levelMinute; lvl <= levelHour; lvl++ {
-		if err := addRollup(c, lvl, nk, floorNs(start, levelPeriods[lvl]), rows); err != nil {
+		if err := sc.addRollup(c, lvl, nk, floorNs(start, levelPeriods[lvl]), rows); err != nil {
 			return err
 		}
 	}
 	return addNodeDay(c, nk, start, int64(timeKey(w.End)), tx, rx)
 }
 
-// addRollup sums rows into the last chunk of node nk's period at lvl,
-// or into a new chunk if the last is full.
-func addRollup(c *bolt.Bucket, lvl level, nk []byte, period int64, rows []rollupRow) error {
+// addRollup sums rows (normalised) into the last chunk of node nk's
+// period at lvl, or into a new chunk if the sum would be over
+// maxChunkRows. A chunk's rows are kept normalised, so the sum is one
+// merge.
+func (sc *indexScratch) addRollup(c *bolt.Bucket, lvl level, nk []byte, period int64, rows []rollupRow) error {
 	b, err := c.CreateBucketIfNotExists(levelBuckets[lvl])
 	if err != nil {
 		return err
 	}
-	prefix := binary.BigEndian.AppendUint64(bytes.Clone(nk), uint64(period))
+	prefix := binary.BigEndian.AppendUint64(append(sc.key[:0], nk...), uint64(period))
+	sc.key = prefix
 	cur := b.Cursor()
 	chunk := uint16(0)
-	var sums []rollupRow
-	idx := map[flowIdent]int{}
-	k, v := cur.Seek(append(bytes.Clone(prefix), 0xff, 0xff))
+	sums := rows
+	k, v := cur.Seek(append(prefix, 0xff, 0xff))
 	if k == nil {
 		k, v = cur.Last()
 	} else {
@@ -99,19 +112,21 @@ func addRollup(c *bolt.Bucket, lvl level, nk []byte, period int64, rows []rollup
 	}
 	if k != nil && len(k) == len(prefix)+2 && bytes.HasPrefix(k, prefix) {
 		chunk = binary.BigEndian.Uint16(k[len(prefix):])
-		var r blobReader
-		var old []rollupRow
-		if err := r.decode(v, func(row *rollupRow) { old = append(old, *row) }); err != nil {
+		old := sc.old[:0]
+		if err := sc.r.decode(v, func(row *rollupRow) { old = append(old, *row) }); err != nil {
 			return fmt.Errorf("key %x: %w", k, err)
 		}
-		if len(old)+len(rows) > maxChunkRows && chunk < math.MaxUint16 {
+		old = normRows(old) // chunks written before rows were kept sorted
+		sc.old = old
+		sc.merged = mergeRows(sc.merged[:0], old, rows)
+		if len(sc.merged) > maxChunkRows && chunk < math.MaxUint16 {
 			chunk++
 		} else {
-			sums = sumRows(idx, sums, old)
+			sums = sc.merged
 		}
 	}
-	sums = sumRows(idx, sums, rows)
-	return b.Put(binary.BigEndian.AppendUint16(prefix, chunk), encodeRows(nil, sums))
+	key := binary.BigEndian.AppendUint16(bytes.Clone(prefix), chunk)
+	return b.Put(key, sc.en.encode(sums))
 }
 
 // addNodeDay adds a window to node nk's summary of its day.

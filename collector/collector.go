@@ -40,7 +40,8 @@
 // Bodies are decoded as a stream, one entry at a time, with every limit
 // checked while reading, so neither a large body nor a decompression bomb
 // takes more memory than the limits allow; at most four uploads are
-// decoded at once.
+// decoded at once, and the parsed uploads waiting to be stored (sharing
+// a commit, see GroupCommit) hold at most four times MaxDecodedBytes.
 package collector
 
 import (
@@ -118,6 +119,7 @@ type Server struct {
 	tokenSum   [32]byte        // SHA-256 of Config.Token
 	handler    http.Handler
 	uploads    chan struct{} // semaphore of uploads being decoded
+	storing    *budget       // bytes of parsed uploads waiting to be stored
 	decoders   sync.Pool     // *zstd.Decoder
 	// stopRetention stops the retention loop and waits for it; nil
 	// without one.
@@ -158,6 +160,7 @@ func Open(cfg Config) (*Server, error) {
 		maxDecoded: cfg.MaxDecodedBytes,
 		tokenSum:   sha256.Sum256([]byte(cfg.Token)),
 		uploads:    make(chan struct{}, maxConcurrentUploads),
+		storing:    newBudget(maxConcurrentUploads * cfg.MaxDecodedBytes),
 	}
 	if len(cfg.Collections) > 0 {
 		s.accept = map[string]bool{}

@@ -30,11 +30,14 @@ func newStamper(logged time.Time) *stamper {
 // client's replaced by the collector's, placed after "nodeId" (or first, if
 // there is none), and keeps the other members in their order.
 func (s *stamper) stamp(e *Entry, raw []byte) error {
-	s.compact.Reset()
-	if err := json.Compact(&s.compact, raw); err != nil {
-		return err
+	obj := raw
+	if hasSpace(raw) {
+		s.compact.Reset()
+		if err := json.Compact(&s.compact, raw); err != nil {
+			return err
+		}
+		obj = s.compact.Bytes()
 	}
-	obj := s.compact.Bytes()
 	var node, logtail []byte
 	var win windowMembers
 	err := forEachMember(obj, func(key, val []byte) {
@@ -83,6 +86,24 @@ func (s *stamper) stamp(e *Entry, raw []byte) error {
 	s.out = out
 	e.JSON = bytes.Clone(out)
 	return nil
+}
+
+// hasSpace reports whether raw, valid JSON, has white space outside its
+// strings (what json.Compact removes; a client's compact JSON has none,
+// and skips that pass).
+func hasSpace(raw []byte) bool {
+	in := false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case in && c == '\\':
+			i++
+		case c == '"':
+			in = !in
+		case !in && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return true
+		}
+	}
+	return false
 }
 
 // procKey extracts logtail.proc_id and logtail.proc_seq for deduplication.

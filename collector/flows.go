@@ -136,7 +136,8 @@ func (w *windowMembers) note(key, val []byte) bool {
 // window returns the entry's Window, or nil if it is no flow-log
 // message: "start" and "end" must be RFC 3339 times. A traffic member
 // that is not an array of entries is ignored, as is an entry in it whose
-// ends do not parse.
+// ends do not parse or whose known members do not decode as
+// encoding/json would decode them into trafficEntry.
 func (w *windowMembers) window() *Window {
 	start, ok1 := parseTimeValue(w.start)
 	end, ok2 := parseTimeValue(w.end)
@@ -144,42 +145,207 @@ func (w *windowMembers) window() *Window {
 		return nil
 	}
 	win := &Window{Start: start, End: end}
+	n := 0
 	for c := ClassVirtual; c <= ClassPhysical; c++ {
-		raw := w.traffic[c]
-		if len(raw) == 0 || raw[0] != '[' {
-			continue
-		}
-		var entries []trafficEntry
-		if json.Unmarshal(raw, &entries) != nil {
-			// One bad entry spoils the whole array for Unmarshal; take the
-			// good ones one by one.
-			entries = entries[:0]
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.Token() // [
-			for dec.More() {
-				var one json.RawMessage
-				if dec.Decode(&one) != nil {
-					break
-				}
-				var e trafficEntry
-				if json.Unmarshal(one, &e) == nil {
-					entries = append(entries, e)
-				}
-			}
-		}
-		for _, e := range entries {
-			src, ok1 := parseEndpoint(e.Src)
-			dst, ok2 := parseEndpoint(e.Dst)
-			if !ok1 || !ok2 {
-				continue
-			}
-			win.Flows = append(win.Flows, Flow{
-				Class: c, Proto: e.Proto, Src: src, Dst: dst,
-				TxPkts: e.TxPkts, TxBytes: e.TxBytes, RxPkts: e.RxPkts, RxBytes: e.RxBytes,
-			})
-		}
+		n += countElements(w.traffic[c])
+	}
+	if n > 0 {
+		win.Flows = make([]Flow, 0, n)
+	}
+	for c := ClassVirtual; c <= ClassPhysical; c++ {
+		win.Flows = appendTraffic(win.Flows, c, w.traffic[c])
 	}
 	return win
+}
+
+// countElements is an upper bound of the elements of raw, a compact JSON
+// value: its commas at depth one, plus one (0 if it is no array).
+func countElements(raw []byte) int {
+	if len(raw) < 2 || raw[0] != '[' {
+		return 0
+	}
+	n := 0
+	for i := 1; i < len(raw)-1; {
+		j := skipValue(raw, i)
+		if j < 0 {
+			break
+		}
+		n++
+		i = j + 1
+	}
+	return n
+}
+
+// appendTraffic appends the flows of class c in raw, a compact, valid
+// JSON value, to flows. It reads the usual entry (known members with
+// plain unsigned numbers and unescaped strings) directly; anything else
+// goes through encoding/json, so that the result is what json.Unmarshal
+// into a trafficEntry gives, entry by entry.
+func appendTraffic(flows []Flow, c Class, raw []byte) []Flow {
+	if len(raw) < 2 || raw[0] != '[' {
+		return flows
+	}
+	for i := 1; i < len(raw)-1; {
+		j := skipValue(raw, i)
+		if j < 0 {
+			break
+		}
+		elem := raw[i:j]
+		i = j + 1
+		var e trafficEntry
+		srcRaw, dstRaw, ok := readEntry(elem, &e)
+		if !ok {
+			if json.Unmarshal(elem, &e) != nil {
+				continue
+			}
+			srcRaw, dstRaw = []byte(e.Src), []byte(e.Dst)
+		}
+		src, ok1 := parseEndpointBytes(srcRaw)
+		dst, ok2 := parseEndpointBytes(dstRaw)
+		if !ok1 || !ok2 {
+			continue
+		}
+		flows = append(flows, Flow{
+			Class: c, Proto: e.Proto, Src: src, Dst: dst,
+			TxPkts: e.TxPkts, TxBytes: e.TxBytes, RxPkts: e.RxPkts, RxBytes: e.RxBytes,
+		})
+	}
+	return flows
+}
+
+// readEntry reads a traffic entry's counters into e and returns its src
+// and dst strings' bytes, if elem is an object whose members are all
+// plain: a known name spelled exactly, a number of digits alone that fits
+// its field, a string without escapes. Otherwise it reports false (the
+// caller then asks encoding/json, which also matches names without
+// regard to case and accepts null).
+func readEntry(elem []byte, e *trafficEntry) (src, dst []byte, ok bool) {
+	if len(elem) < 2 || elem[0] != '{' {
+		return nil, nil, false
+	}
+	ok = true
+	err := forEachMember(elem, func(key, val []byte) {
+		if !ok {
+			return
+		}
+		k := key[1 : len(key)-1]
+		switch string(k) {
+		case "proto":
+			var v uint64
+			if v, ok = plainUint(val); ok && v > 0xff {
+				ok = false
+			}
+			e.Proto = uint8(v)
+		case "src":
+			src, ok = plainString(val)
+		case "dst":
+			dst, ok = plainString(val)
+		case "txPkts":
+			e.TxPkts, ok = plainUint(val)
+		case "txBytes":
+			e.TxBytes, ok = plainUint(val)
+		case "rxPkts":
+			e.RxPkts, ok = plainUint(val)
+		case "rxBytes":
+			e.RxBytes, ok = plainUint(val)
+		default:
+			// Another member: encoding/json ignores it unless it names a
+			// field in another case or spelling.
+			if bytes.IndexByte(k, '\\') >= 0 || foldsToField(k) {
+				ok = false
+			}
+		}
+	})
+	return src, dst, ok && err == nil
+}
+
+var trafficFields = []string{"proto", "src", "dst", "txPkts", "txBytes", "rxPkts", "rxBytes"}
+
+// foldsToField reports whether k matches a trafficEntry field's name
+// without regard to case (encoding/json's rule, Unicode folding aside:
+// the caller's fallback handles any non-ASCII name).
+func foldsToField(k []byte) bool {
+	for _, c := range k {
+		if c >= 0x80 {
+			return true
+		}
+	}
+	for _, f := range trafficFields {
+		if bytes.EqualFold(k, []byte(f)) {
+			return true
+		}
+	}
+	return false
+}
+
+// plainUint parses a JSON number of digits alone that fits a uint64.
+func plainUint(v []byte) (uint64, bool) {
+	if len(v) == 0 || len(v) > 20 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
+}
+
+// plainString is the contents of a JSON string without escapes.
+func plainString(v []byte) ([]byte, bool) {
+	if len(v) < 2 || v[0] != '"' || bytes.IndexByte(v, '\\') >= 0 {
+		return nil, false
+	}
+	return v[1 : len(v)-1], true
+}
+
+// parseEndpointBytes is parseEndpoint of s, reading the common
+// "a.b.c.d:port" without allocating.
+func parseEndpointBytes(s []byte) (Endpoint, bool) {
+	if ep, ok := parseIPv4Port(s); ok {
+		return ep, true
+	}
+	return parseEndpoint(string(s))
+}
+
+// parseIPv4Port parses "a.b.c.d:port" in the form netip.ParseAddrPort
+// accepts (no leading zeros in an octet; a port of at most five digits),
+// or reports false for anything else, which the caller hands to netip.
+func parseIPv4Port(s []byte) (Endpoint, bool) {
+	var ip [4]byte
+	i := 0
+	for k := range 4 {
+		j := i
+		v := 0
+		for j < len(s) && j-i < 3 && '0' <= s[j] && s[j] <= '9' {
+			v = v*10 + int(s[j]-'0')
+			j++
+		}
+		if j == i || v > 255 || (s[i] == '0' && j-i > 1) {
+			return Endpoint{}, false
+		}
+		ip[k] = byte(v)
+		want := byte('.')
+		if k == 3 {
+			want = ':'
+		}
+		if j >= len(s) || s[j] != want {
+			return Endpoint{}, false
+		}
+		i = j + 1
+	}
+	if p := s[i:]; len(p) > 0 && len(p) <= 5 {
+		if port, ok := plainUint(p); ok && port <= 0xffff {
+			return Endpoint{Addr: netip.AddrFrom4(ip), Port: uint16(port)}, true
+		}
+	}
+	return Endpoint{}, false
 }
 
 // trafficEntry is one entry of a traffic member, as the message has it.

@@ -1,9 +1,12 @@
 package collector
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -77,32 +80,87 @@ type rollupRow struct {
 	Flows uint64
 }
 
-// flowIdent is what rows are summed by in a rollup: every key of a flow.
-type flowIdent struct {
-	class    Class
-	proto    uint8
-	src, dst Endpoint
+// compareIdent orders flows by every key a rollup sums them by: class,
+// proto, source, destination.
+func compareIdent(a, b *Flow) int {
+	if c := cmp.Compare(a.Class, b.Class); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Proto, b.Proto); c != 0 {
+		return c
+	}
+	if c := a.Src.Addr.Compare(b.Src.Addr); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Src.Port, b.Src.Port); c != 0 {
+		return c
+	}
+	if c := a.Dst.Addr.Compare(b.Dst.Addr); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Dst.Port, b.Dst.Port)
 }
 
-// sumRows adds rows to sums, keyed by flowIdent, keeping first-seen order
-// in order.
-func sumRows(sums map[flowIdent]int, rows []rollupRow, add []rollupRow) []rollupRow {
-	for i := range add {
-		r := &add[i]
-		id := flowIdent{r.Class, r.Proto, r.Src, r.Dst}
-		if j, ok := sums[id]; ok {
-			s := &rows[j]
-			s.TxPkts += r.TxPkts
-			s.TxBytes += r.TxBytes
-			s.RxPkts += r.RxPkts
-			s.RxBytes += r.RxBytes
-			s.Flows += r.Flows
+func compareRows(a, b rollupRow) int { return compareIdent(&a.Flow, &b.Flow) }
+
+// addCounts adds r's counts to s.
+func (s *rollupRow) addCounts(r *rollupRow) {
+	s.TxPkts += r.TxPkts
+	s.TxBytes += r.TxBytes
+	s.RxPkts += r.RxPkts
+	s.RxBytes += r.RxBytes
+	s.Flows += r.Flows
+}
+
+// normRows sorts rows by compareIdent, if they are not yet, and sums
+// the rows of one ident into one, in place. A window's flows come sorted
+// from netlog, and stored rollups are kept sorted, so it mostly only
+// checks.
+func normRows(rows []rollupRow) []rollupRow {
+	sorted := true
+	for i := 1; i < len(rows); i++ {
+		if compareIdent(&rows[i-1].Flow, &rows[i].Flow) >= 0 {
+			sorted = false
+			break
+		}
+	}
+	if sorted {
+		return rows
+	}
+	slices.SortStableFunc(rows, compareRows)
+	out := rows[:0]
+	for i := range rows {
+		if n := len(out); n > 0 && compareIdent(&out[n-1].Flow, &rows[i].Flow) == 0 {
+			out[n-1].addCounts(&rows[i])
 			continue
 		}
-		sums[id] = len(rows)
-		rows = append(rows, *r)
+		out = append(out, rows[i])
 	}
-	return rows
+	return out
+}
+
+// mergeRows appends to dst the sum of a and b, both normalised
+// (normRows): one row per ident, in order.
+func mergeRows(dst, a, b []rollupRow) []rollupRow {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch c := compareIdent(&a[i].Flow, &b[j].Flow); {
+		case c < 0:
+			dst = append(dst, a[i])
+			i++
+		case c > 0:
+			dst = append(dst, b[j])
+			j++
+		default:
+			s := a[i]
+			s.addCounts(&b[j])
+			dst = append(dst, s)
+			i++
+			j++
+		}
+	}
+	dst = append(dst, a[i:]...)
+	return append(dst, b[j:]...)
 }
 
 // Rows are stored as blobs: the addresses they use, once each, then the
@@ -115,36 +173,54 @@ func sumRows(sums map[flowIdent]int, rows []rollupRow, add []rollupRow) []rollup
 //
 // A window's rows have flows = 1 each.
 
-// encodeRows appends the blob of rows to dst.
-func encodeRows(dst []byte, rows []rollupRow) []byte {
-	index := map[netip.Addr]uint64{}
-	var addrs []netip.Addr
+// A rowEncoder encodes blobs, reusing its scratch space.
+type rowEncoder struct {
+	index map[netip.Addr]uint64
+	addrs []netip.Addr
+	buf   []byte
+}
+
+// encode returns the blob of rows, in a new slice of its own.
+func (en *rowEncoder) encode(rows []rollupRow) []byte {
+	if en.index == nil {
+		en.index = map[netip.Addr]uint64{}
+	}
+	clear(en.index)
+	en.addrs = en.addrs[:0]
 	idx := func(a netip.Addr) uint64 {
-		i, ok := index[a]
+		i, ok := en.index[a]
 		if !ok {
-			i = uint64(len(addrs))
-			index[a] = i
-			addrs = append(addrs, a)
+			i = uint64(len(en.addrs))
+			en.index[a] = i
+			en.addrs = append(en.addrs, a)
 		}
 		return i
 	}
+	dst := en.buf[:0]
 	for i := range rows {
 		idx(rows[i].Src.Addr)
 		idx(rows[i].Dst.Addr)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(addrs)))
-	for _, a := range addrs {
-		b := a.AsSlice()
-		dst = append(dst, byte(len(b)))
-		dst = append(dst, b...)
+	dst = binary.AppendUvarint(dst, uint64(len(en.addrs)))
+	for _, a := range en.addrs {
+		switch {
+		case a.Is4():
+			b := a.As4()
+			dst = append(append(dst, 4), b[:]...)
+		case a.IsValid():
+			b := a.As16()
+			dst = append(append(dst, 16), b[:]...)
+		default:
+			dst = append(dst, 0)
+		}
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(rows)))
 	for i := range rows {
 		r := &rows[i]
 		dst = append(dst, byte(r.Class), r.Proto)
-		dst = binary.AppendUvarint(dst, index[r.Src.Addr])
+		dst = binary.AppendUvarint(dst, en.index[r.Src.Addr])
 		dst = binary.AppendUvarint(dst, uint64(r.Src.Port))
-		dst = binary.AppendUvarint(dst, index[r.Dst.Addr])
+		dst = binary.AppendUvarint(dst, en.index[r.Dst.Addr])
 		dst = binary.AppendUvarint(dst, uint64(r.Dst.Port))
 		dst = binary.AppendUvarint(dst, r.TxPkts)
 		dst = binary.AppendUvarint(dst, r.TxBytes)
@@ -152,7 +228,8 @@ func encodeRows(dst []byte, rows []rollupRow) []byte {
 		dst = binary.AppendUvarint(dst, r.RxBytes)
 		dst = binary.AppendUvarint(dst, r.Flows)
 	}
-	return dst
+	en.buf = dst
+	return bytes.Clone(dst)
 }
 
 var errBadBlob = errors.New("malformed stored flows")

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -71,13 +73,21 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Bound the memory of uploads being decoded: each may hold up to
-	// MaxDecodedBytes of entries.
+	// MaxDecodedBytes of entries. The slot is given back once the entries
+	// are parsed; while they wait to be stored they count against the
+	// storing budget instead, by their size, so that many uploads can
+	// share one commit (GroupCommit) within the same bound.
 	select {
 	case s.uploads <- struct{}{}:
-		defer func() { <-s.uploads }()
 	case <-r.Context().Done():
 		return
 	}
+	decoding := true
+	defer func() {
+		if decoding {
+			<-s.uploads
+		}
+	}()
 	var src io.Reader
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
@@ -99,6 +109,13 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, asHTTPError(err))
 		return
 	}
+	size := entriesSize(entries)
+	if !s.storing.acquire(r.Context(), size) {
+		return
+	}
+	defer s.storing.release(size)
+	<-s.uploads
+	decoding = false
 	stored, err := s.store.Put(r.Context(), entries)
 	if err != nil {
 		s.log.Error("collector: storing an upload failed", "collection", coll, "entries", len(entries), "err", err)
@@ -109,6 +126,57 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		"entries", len(entries), "duplicates", len(entries)-stored)
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, `{"stored":%d,"duplicates":%d}`+"\n", stored, len(entries)-stored)
+}
+
+// entriesSize is what entries count against MaxDecodedBytes.
+func entriesSize(entries []Entry) int64 {
+	var n int64
+	for i := range entries {
+		n += int64(len(entries[i].JSON) + entryOverhead)
+	}
+	return n
+}
+
+// A budget is a bound on bytes held, taken and given back in any
+// amounts up to its size. One taker waits at a time, so that two large
+// takers cannot each hold a part and wait for the rest.
+type budget struct {
+	mu     sync.Mutex    // held by the one taker that waits
+	tokens chan struct{} // one per budgetUnit held
+}
+
+const budgetUnit = 64 << 10
+
+func newBudget(bytes int64) *budget {
+	return &budget{tokens: make(chan struct{}, max(1, bytes/budgetUnit))}
+}
+
+func (b *budget) units(n int64) int { return int(min(int64(cap(b.tokens)), n/budgetUnit+1)) }
+
+// acquire takes n bytes of the budget, or reports false if ctx ends
+// first.
+func (b *budget) acquire(ctx context.Context, n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	u := b.units(n)
+	for i := range u {
+		select {
+		case b.tokens <- struct{}{}:
+		case <-ctx.Done():
+			b.releaseUnits(i)
+			return false
+		}
+	}
+	return true
+}
+
+// release gives back n bytes taken by acquire.
+func (b *budget) release(n int64) { b.releaseUnits(b.units(n)) }
+
+func (b *budget) releaseUnits(u int) {
+	for range u {
+		<-b.tokens
+	}
 }
 
 // refuse answers with an error and logs it at debug level. It never logs

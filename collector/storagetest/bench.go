@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,12 +40,26 @@ func FleetBody(n, w int, start time.Time, seq uint64) []byte {
 	return b.Bytes()
 }
 
+// BenchIngestModes runs BenchIngest as two sub-benchmarks, each on a
+// storage of its own from open: "one-at-a-time" and "concurrent".
+func BenchIngestModes(b *testing.B, open func(b *testing.B) collector.Storage) {
+	for _, mode := range []struct {
+		name       string
+		concurrent bool
+	}{{"one-at-a-time", false}, {"concurrent", true}} {
+		b.Run(mode.name, func(b *testing.B) { BenchIngest(b, open(b), mode.concurrent) })
+	}
+}
+
 // BenchIngest uploads the fleet's windows through the collector's
 // handler (in process, no sockets: the JSON parse, the stamp and the
 // storage's write), one POST per node per window; an op is one window
-// of the whole fleet. It reports flows stored per second and the ratio
-// to the fleet's own rate (FleetNodes × FleetFlows per 5 s).
-func BenchIngest(b *testing.B, st collector.Storage) {
+// of the whole fleet. With concurrent, the window's 100 uploads are
+// posted at once, as a fleet's nodes post at the end of a window (and
+// may share commits); otherwise one after another. It reports flows
+// stored per second and the ratio to the fleet's own rate (FleetNodes ×
+// FleetFlows per 5 s).
+func BenchIngest(b *testing.B, st collector.Storage, concurrent bool) {
 	s, err := collector.Open(collector.Config{Storage: st, Token: Token})
 	if err != nil {
 		b.Fatal(err)
@@ -53,6 +68,15 @@ func BenchIngest(b *testing.B, st collector.Storage) {
 	h := s.Handler()
 	start := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 	bodies := make([][]byte, FleetNodes)
+	post := func(n int) error {
+		req := httptest.NewRequest(http.MethodPost, fmt.Sprintf("/c/%s/%064x", Collection, n+1), bytes.NewReader(bodies[n]))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 || !strings.HasPrefix(rec.Body.String(), `{"stored":1,`) {
+			return fmt.Errorf("upload: %d %s", rec.Code, rec.Body)
+		}
+		return nil
+	}
 	w := 0
 	var elapsed time.Duration
 	for b.Loop() {
@@ -62,12 +86,21 @@ func BenchIngest(b *testing.B, st collector.Storage) {
 		}
 		b.StartTimer()
 		t0 := time.Now()
-		for n, body := range bodies {
-			req := httptest.NewRequest(http.MethodPost, fmt.Sprintf("/c/%s/%064x", Collection, n+1), bytes.NewReader(body))
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			if rec.Code != 200 {
-				b.Fatalf("upload: %d %s", rec.Code, rec.Body)
+		if concurrent {
+			errs := make(chan error, len(bodies))
+			for n := range bodies {
+				go func() { errs <- post(n) }()
+			}
+			for range bodies {
+				if err := <-errs; err != nil {
+					b.Fatal(err)
+				}
+			}
+		} else {
+			for n := range bodies {
+				if err := post(n); err != nil {
+					b.Fatal(err)
+				}
 			}
 		}
 		elapsed += time.Since(t0)
