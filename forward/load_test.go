@@ -6,10 +6,8 @@ package forward_test
 // the SOCKS5 proxy holds across both nodes.
 
 import (
-	"bufio"
-	"io"
 	"log/slog"
-	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"testing"
@@ -114,32 +112,12 @@ func BenchmarkForwardChurn(b *testing.B) {
 	b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MB")
 }
 
-// idleSOCKS opens n connections through a SOCKS5 proxy on node 0 to a
-// server on node 1 that holds them open, each having relayed one byte
-// each way, and returns them.
-func idleSOCKS(tb testing.TB, s *proxy.Server, n int) []net.Conn {
+// idleSOCKS opens n connections through a SOCKS5 proxy on node 0 to the
+// echo server on node 1, each having relayed one byte each way, and
+// returns them.
+func idleSOCKS(tb testing.TB, s *proxy.Server, n int) testnet.IdleConns {
 	tb.Helper()
-	conns := make([]net.Conn, 0, n)
-	for i := range n {
-		c, err := net.DialTimeout("tcp", s.Addr().String(), 10*time.Second)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		c.Write([]byte{5, 1, 0, 5, 1, 0, 1, 10, 99, 0, 2, 0, 7})
-		r := bufio.NewReader(c)
-		var reply [12]byte
-		if _, err := io.ReadFull(r, reply[:]); err != nil || reply[3] != 0 {
-			tb.Fatalf("connection %d: SOCKS5 reply %x, %v", i, reply, err)
-		}
-		c.Write([]byte{'x'})
-		if b, err := r.ReadByte(); err != nil || b != 'x' {
-			tb.Fatalf("connection %d: echo %q, %v", i, b, err)
-		}
-		c.SetDeadline(time.Time{})
-		conns = append(conns, c)
-	}
-	return conns
+	return testnet.OpenIdleSOCKS5(tb, s.Addr().String(), netip.AddrPortFrom(sidecartest.Addr4(1), 7), n)
 }
 
 // socksPair starts an echoPair and a SOCKS5 proxy on node 0.
@@ -155,8 +133,10 @@ func socksPair(tb testing.TB, maxConns int) *proxy.Server {
 }
 
 // TestSOCKS5ThousandIdleTunnelConns holds 1,000 connections open at once
-// through a SOCKS5 proxy and the tunnel, each relaying, then closes them
-// all; the proxy counts them and gives every place back.
+// through a SOCKS5 proxy and the tunnel, each relaying, lets them idle
+// (their relays back to waiting, stacks shrunk by collections), has every
+// one relay again, then closes them all; the proxy counts them and gives
+// every place back.
 func TestSOCKS5ThousandIdleTunnelConns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
@@ -166,9 +146,12 @@ func TestSOCKS5ThousandIdleTunnelConns(t *testing.T) {
 	if open, accepted := s.Conns(); open != 1000 || accepted != 1000 {
 		t.Errorf("with 1,000 open: open %d, accepted %d", open, accepted)
 	}
-	for _, c := range conns {
-		c.Close()
+	time.Sleep(500 * time.Millisecond)
+	testnet.HeapAndStacks() // collections: idle stacks shrink
+	if err := conns.Echo(); err != nil {
+		t.Errorf("after idling: %v", err)
 	}
+	conns.Close()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		open, _ := s.Conns()
@@ -194,7 +177,7 @@ func TestSOCKS5ThousandIdleTunnelConns(t *testing.T) {
 func BenchmarkSOCKS5IdleTunnelConnMemory(b *testing.B) {
 	const idle = 1000
 	s := socksPair(b, 3*idle)
-	idleSOCKS(b, s, 1)[0].Close() // handshake, warm-up
+	idleSOCKS(b, s, 1).Close() // handshake, warm-up
 	var total, heap, goroutines float64
 	for b.Loop() {
 		first := idleSOCKS(b, s, idle)
@@ -207,9 +190,8 @@ func BenchmarkSOCKS5IdleTunnelConnMemory(b *testing.B) {
 		total = float64(t1-t0) / idle
 		heap = float64(h1-h0) / idle
 		goroutines = float64(runtime.NumGoroutine()-g0) / idle
-		for _, c := range append(first, second...) {
-			c.Close()
-		}
+		first.Close()
+		second.Close()
 		for open, _ := s.Conns(); open > 0; open, _ = s.Conns() {
 			time.Sleep(10 * time.Millisecond)
 		}
