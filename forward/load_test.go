@@ -181,11 +181,11 @@ func BenchmarkSOCKS5IdleTunnelConnMemory(b *testing.B) {
 	var total, heap, goroutines float64
 	for b.Loop() {
 		first := idleSOCKS(b, s, idle)
-		time.Sleep(200 * time.Millisecond) // let ACKs and relays settle
+		time.Sleep(time.Second) // let ACKs settle and relays go back to waiting
 		h0, t0 := testnet.HeapAndStacks()
 		g0 := runtime.NumGoroutine()
 		second := idleSOCKS(b, s, idle)
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(time.Second)
 		h1, t1 := testnet.HeapAndStacks()
 		total = float64(t1-t0) / idle
 		heap = float64(h1-h0) / idle

@@ -3,6 +3,9 @@ package netstack
 import (
 	"errors"
 	"io"
+	"os"
+	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -28,15 +31,52 @@ func newTCPConn(wq *waiter.Queue, ep tcpip.Endpoint) *TCPConn {
 const readyEvents = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
 
 // WaitReadable returns once a read would not wait: there are bytes to
-// read, the stream has ended, or the connection has failed or been closed.
-func (c *TCPConn) WaitReadable() error {
+// read, the stream has ended, or the connection has failed or been
+// closed; or, when deadline is not zero, at deadline with
+// os.ErrDeadlineExceeded. (The conn's own read deadline is not used.)
+func (c *TCPConn) WaitReadable(deadline time.Time) error {
 	entry, ch := waiter.NewChannelEntry(readyEvents)
 	c.wq.EventRegister(&entry)
 	defer c.wq.EventUnregister(&entry)
-	if c.ep.Readiness(readyEvents) == 0 {
-		<-ch
+	if c.ep.Readiness(readyEvents) != 0 {
+		return nil
 	}
-	return nil
+	if deadline.IsZero() {
+		<-ch
+		return nil
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-t.C:
+		return os.ErrDeadlineExceeded
+	}
+}
+
+// OnReadable calls f once, on a new goroutine, when a read would not wait
+// (as WaitReadable says), with no goroutine waiting meanwhile: the stack's
+// notification starts it, or OnReadable itself when a read would not wait
+// now. An idle connection's relay waits this way for nothing but a few
+// hundred bytes of heap.
+func (c *TCPConn) OnReadable(f func()) {
+	var fired atomic.Bool
+	e := new(waiter.Entry)
+	*e = waiter.NewFunctionEntry(readyEvents, func(waiter.EventMask) {
+		// The queue's lock is held here: unregister elsewhere.
+		if fired.CompareAndSwap(false, true) {
+			go func() {
+				c.wq.EventUnregister(e)
+				f()
+			}()
+		}
+	})
+	c.wq.EventRegister(e)
+	if c.ep.Readiness(readyEvents) != 0 && fired.CompareAndSwap(false, true) {
+		c.wq.EventUnregister(e)
+		go f()
+	}
 }
 
 // ReadNow reads what has arrived without waiting: 0 and no error when

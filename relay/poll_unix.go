@@ -7,10 +7,12 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 )
 
 // rawPoll polls a host stream socket through its raw conn.
 type rawPoll struct {
+	c    net.Conn // for its read deadline
 	rc   syscall.RawConn
 	peek []byte // one byte, for MSG_PEEK
 	// err is the socket's error that a peek took (a peek clears it,
@@ -32,13 +34,16 @@ func hostPoll(c net.Conn) pollable {
 	if err != nil {
 		return nil
 	}
-	return &rawPoll{rc: rc, peek: make([]byte, 1)}
+	return &rawPoll{c: c, rc: rc, peek: make([]byte, 1)}
 }
 
 // WaitReadable peeks at the socket, and waits in the runtime's poller
 // while nothing is there to read (peeking, not reading, leaves it for
-// ReadNow).
-func (p *rawPoll) WaitReadable() error {
+// ReadNow), until deadline: the conn's read deadline while it waits.
+func (p *rawPoll) WaitReadable(deadline time.Time) error {
+	if err := p.c.SetReadDeadline(deadline); err != nil {
+		return err
+	}
 	return p.rc.Read(func(fd uintptr) bool {
 		_, _, err := syscall.Recvfrom(int(fd), p.peek, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		if err == syscall.EAGAIN || err == syscall.EINTR {
