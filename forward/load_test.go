@@ -15,6 +15,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/forward"
+	"github.com/wgsidecar/sidecar/internal/leaktest"
 	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/proxy"
@@ -162,6 +163,32 @@ func TestSOCKS5ThousandIdleTunnelConns(t *testing.T) {
 			t.Fatalf("%d connections still open 20 s after their clients closed", open)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSOCKS5CloseEndsIdleTunnelConns: closing the proxy ends relays that
+// sit idle (past their linger, the tunnel side waiting on the stack's
+// notification, the host side on a small goroutine), and leaves no
+// goroutine behind; their clients see the connections end.
+func TestSOCKS5CloseEndsIdleTunnelConns(t *testing.T) {
+	nodes := echoPair(t) // closed after the leak check, by Cleanup order
+	t.Cleanup(leaktest.Check(t))
+	s, err := proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0", Logger: quiet()}, nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := idleSOCKS(t, s, 20)
+	defer conns.Close()
+	time.Sleep(time.Second) // past the relays' linger: idle
+	s.Close()
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+			t.Fatalf("connection %d: read %d bytes, %v after the proxy closed", i, n, err)
+		}
+	}
+	if open, _ := s.Conns(); open != 0 {
+		t.Errorf("%d connections counted open after Close", open)
 	}
 }
 

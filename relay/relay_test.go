@@ -129,7 +129,7 @@ func TestGoCloseEndsIdleRelays(t *testing.T) {
 		}
 		clients = append(clients, client)
 	}
-	time.Sleep(50 * time.Millisecond) // let every direction go back to waiting
+	time.Sleep(lingerIdle + 100*time.Millisecond) // every direction back to waiting, idle
 	closed := make(chan struct{})
 	go func() { l.Close(); close(closed) }()
 	select {
