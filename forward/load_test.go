@@ -6,10 +6,8 @@ package forward_test
 // the SOCKS5 proxy holds across both nodes.
 
 import (
-	"bufio"
-	"io"
 	"log/slog"
-	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"testing"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/forward"
+	"github.com/wgsidecar/sidecar/internal/leaktest"
 	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/proxy"
@@ -114,32 +113,12 @@ func BenchmarkForwardChurn(b *testing.B) {
 	b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MB")
 }
 
-// idleSOCKS opens n connections through a SOCKS5 proxy on node 0 to a
-// server on node 1 that holds them open, each having relayed one byte
-// each way, and returns them.
-func idleSOCKS(tb testing.TB, s *proxy.Server, n int) []net.Conn {
+// idleSOCKS opens n connections through a SOCKS5 proxy on node 0 to the
+// echo server on node 1, each having relayed one byte each way, and
+// returns them.
+func idleSOCKS(tb testing.TB, s *proxy.Server, n int) testnet.IdleConns {
 	tb.Helper()
-	conns := make([]net.Conn, 0, n)
-	for i := range n {
-		c, err := net.DialTimeout("tcp", s.Addr().String(), 10*time.Second)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		c.Write([]byte{5, 1, 0, 5, 1, 0, 1, 10, 99, 0, 2, 0, 7})
-		r := bufio.NewReader(c)
-		var reply [12]byte
-		if _, err := io.ReadFull(r, reply[:]); err != nil || reply[3] != 0 {
-			tb.Fatalf("connection %d: SOCKS5 reply %x, %v", i, reply, err)
-		}
-		c.Write([]byte{'x'})
-		if b, err := r.ReadByte(); err != nil || b != 'x' {
-			tb.Fatalf("connection %d: echo %q, %v", i, b, err)
-		}
-		c.SetDeadline(time.Time{})
-		conns = append(conns, c)
-	}
-	return conns
+	return testnet.OpenIdleSOCKS5(tb, s.Addr().String(), netip.AddrPortFrom(sidecartest.Addr4(1), 7), n)
 }
 
 // socksPair starts an echoPair and a SOCKS5 proxy on node 0.
@@ -155,8 +134,10 @@ func socksPair(tb testing.TB, maxConns int) *proxy.Server {
 }
 
 // TestSOCKS5ThousandIdleTunnelConns holds 1,000 connections open at once
-// through a SOCKS5 proxy and the tunnel, each relaying, then closes them
-// all; the proxy counts them and gives every place back.
+// through a SOCKS5 proxy and the tunnel, each relaying, lets them idle
+// (their relays back to waiting, stacks shrunk by collections), has every
+// one relay again, then closes them all; the proxy counts them and gives
+// every place back.
 func TestSOCKS5ThousandIdleTunnelConns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
@@ -166,9 +147,12 @@ func TestSOCKS5ThousandIdleTunnelConns(t *testing.T) {
 	if open, accepted := s.Conns(); open != 1000 || accepted != 1000 {
 		t.Errorf("with 1,000 open: open %d, accepted %d", open, accepted)
 	}
-	for _, c := range conns {
-		c.Close()
+	time.Sleep(500 * time.Millisecond)
+	testnet.HeapAndStacks() // collections: idle stacks shrink
+	if err := conns.Echo(); err != nil {
+		t.Errorf("after idling: %v", err)
 	}
+	conns.Close()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		open, _ := s.Conns()
@@ -179,6 +163,32 @@ func TestSOCKS5ThousandIdleTunnelConns(t *testing.T) {
 			t.Fatalf("%d connections still open 20 s after their clients closed", open)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSOCKS5CloseEndsIdleTunnelConns: closing the proxy ends relays that
+// sit idle (past their linger, the tunnel side waiting on the stack's
+// notification, the host side on a small goroutine), and leaves no
+// goroutine behind; their clients see the connections end.
+func TestSOCKS5CloseEndsIdleTunnelConns(t *testing.T) {
+	nodes := echoPair(t) // closed after the leak check, by Cleanup order
+	t.Cleanup(leaktest.Check(t))
+	s, err := proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0", Logger: quiet()}, nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := idleSOCKS(t, s, 20)
+	defer conns.Close()
+	time.Sleep(time.Second) // past the relays' linger: idle
+	s.Close()
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+			t.Fatalf("connection %d: read %d bytes, %v after the proxy closed", i, n, err)
+		}
+	}
+	if open, _ := s.Conns(); open != 0 {
+		t.Errorf("%d connections counted open after Close", open)
 	}
 }
 
@@ -194,22 +204,21 @@ func TestSOCKS5ThousandIdleTunnelConns(t *testing.T) {
 func BenchmarkSOCKS5IdleTunnelConnMemory(b *testing.B) {
 	const idle = 1000
 	s := socksPair(b, 3*idle)
-	idleSOCKS(b, s, 1)[0].Close() // handshake, warm-up
+	idleSOCKS(b, s, 1).Close() // handshake, warm-up
 	var total, heap, goroutines float64
 	for b.Loop() {
 		first := idleSOCKS(b, s, idle)
-		time.Sleep(200 * time.Millisecond) // let ACKs and relays settle
+		time.Sleep(time.Second) // let ACKs settle and relays go back to waiting
 		h0, t0 := testnet.HeapAndStacks()
 		g0 := runtime.NumGoroutine()
 		second := idleSOCKS(b, s, idle)
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(time.Second)
 		h1, t1 := testnet.HeapAndStacks()
 		total = float64(t1-t0) / idle
 		heap = float64(h1-h0) / idle
 		goroutines = float64(runtime.NumGoroutine()-g0) / idle
-		for _, c := range append(first, second...) {
-			c.Close()
-		}
+		first.Close()
+		second.Close()
 		for open, _ := s.Conns(); open > 0; open, _ = s.Conns() {
 			time.Sleep(10 * time.Millisecond)
 		}

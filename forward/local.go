@@ -72,9 +72,13 @@ func (f *TCPForward) serve() {
 			return
 		}
 		if !f.conns.Go(func() {
-			defer f.conns.Release()
-			defer f.conns.Unhold(c)
-			f.relay(c, rec)
+			end := func() {
+				f.conns.Unhold(c)
+				f.conns.Release()
+			}
+			if !f.relay(c, rec, end) {
+				end()
+			}
 		}) {
 			f.conns.Release()
 			return
@@ -82,9 +86,11 @@ func (f *TCPForward) serve() {
 	}
 }
 
-// relay dials the target for the client connection c and relays between
-// them; a target that cannot be dialed makes the client see a reset.
-func (f *TCPForward) relay(c net.Conn, rec monitor.ConnRecord) {
+// relay dials the target for the client connection c and starts relaying
+// between them on goroutines of the relay's own (see relay.Go), which
+// call end when done: it reports whether they do. A target that cannot
+// be dialed makes the client see a reset.
+func (f *TCPForward) relay(c net.Conn, rec monitor.ConnRecord, end func()) bool {
 	start := time.Now()
 	rec.Verdict = "open"
 	f.mon.TraceConn(monitor.FromApp, rec)
@@ -99,16 +105,22 @@ func (f *TCPForward) relay(c net.Conn, rec monitor.ConnRecord) {
 			tc.SetLinger(0) // the client sees a reset, not a clean close
 		}
 		c.Close()
-		return
+		return false
 	}
 	if !f.conns.Hold(t) {
 		c.Close()
-		return
+		return false
 	}
-	defer f.conns.Unhold(t)
-	in, out := relay.Conns(c, t, nil)
-	rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(in), uint64(out), time.Since(start)
-	f.mon.Conn(rec)
+	ok := relay.Go(f.conns, c, t, nil, func(in, out int64) {
+		f.conns.Unhold(t)
+		rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(in), uint64(out), time.Since(start)
+		f.mon.Conn(rec)
+		end()
+	})
+	if !ok {
+		f.conns.Unhold(t)
+	}
+	return ok
 }
 
 // logBurst logs the first refusal of a burst (msg) and, at the admission

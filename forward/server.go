@@ -273,15 +273,14 @@ func (s *Server) handleTCP(r *netstack.TCPRequest) {
 		pc = s.counter(false, r.Dst.Port())
 	}
 	closed := opened(pc)
-	if !s.conns.Go(func() {
-		defer s.conns.Release()
-		defer closed()
-		toPeer, toHost := relay.Conns(c, host, nil)
+	if !relay.Go(s.conns, c, host, nil, func(toPeer, toHost int64) {
 		s.untrack(c)
 		s.conns.Unhold(c)
 		s.conns.Unhold(host)
 		rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(toHost), uint64(toPeer), time.Since(start)
 		s.Monitor.Conn(rec)
+		closed()
+		s.conns.Release()
 	}) {
 		closed()
 		s.untrack(c) // Close has begun; it ends c and host

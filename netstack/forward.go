@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
@@ -36,7 +35,7 @@ func (r *TCPRequest) Accept() (net.Conn, error) {
 	}
 	r.r.Complete(false)
 	setKeepalive(ep, r.keepalive)
-	return gonet.NewTCPConn(&wq, ep), nil
+	return newTCPConn(&wq, ep), nil
 }
 
 // Refuse answers with a RST: the peer sees "connection refused" at once.

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
@@ -90,5 +89,5 @@ func (ns *Stack) dialTCP(ctx context.Context, fa tcpip.FullAddress, proto tcpip.
 		ep.Close()
 		return nil, &net.OpError{Op: "connect", Net: "tcp", Addr: &net.TCPAddr{IP: net.IP(fa.Addr.AsSlice()), Port: int(fa.Port)}, Err: errors.New(terr.String())}
 	}
-	return gonet.NewTCPConn(&wq, ep), nil
+	return newTCPConn(&wq, ep), nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/wgsidecar/sidecar/monitor"
@@ -180,6 +182,16 @@ func (c *httpConn) CloseWrite() error {
 	return c.Close()
 }
 
+// SyscallConn gives the client socket's raw conn, so that a CONNECT
+// tunnel's relay can poll it (see relay.Go); an error when the socket
+// has none.
+func (c *httpConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}
+
 // connState ends the count that httpListener.Accept began, once net/http
 // is done with the connection. A hijacked one is counted again by the
 // handler that relays it.
@@ -296,21 +308,25 @@ func (h *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 		up.Close()
 		return
 	}
-	defer h.s.conns.Unhold(c)
+	end := func() { h.s.conns.Unhold(c) }
 	if !h.s.conns.Hold(up) {
+		end()
 		c.Close()
 		return
 	}
-	defer h.s.conns.Unhold(up)
 	c.SetWriteDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		end()
+		h.s.conns.Unhold(up)
 		c.Close()
 		up.Close()
 		return
 	}
 	c.SetDeadline(time.Time{})
 	h.s.log.Debug("http proxy: connect", "client", r.RemoteAddr, "target", target)
-	h.s.relayed("http-connect", c, up, target, early, start)
+	if !h.s.relayed("http-connect", c, up, target, early, start, end) {
+		end()
+	}
 }
 
 // forward passes a request for an absolute URL upstream and streams the

@@ -176,8 +176,10 @@ func (s *Server) refused(c net.Conn) {
 
 // acceptLoop accepts client connections until the listener is closed,
 // admitting each against MaxConns and serving it with handle in its own
-// goroutine. handle need not close the connection.
-func (s *Server) acceptLoop(handle func(net.Conn)) {
+// goroutine. handle need not close the connection; when it reports true
+// it has handed the connection on to something (a relay) that calls end
+// once done with it, and end forgets, closes and uncounts it.
+func (s *Server) acceptLoop(handle func(c net.Conn, end func()) bool) {
 	defer s.conns.Done()
 	var backoff time.Duration
 	for {
@@ -214,23 +216,37 @@ func (s *Server) acceptLoop(handle func(net.Conn)) {
 		}
 		go func() {
 			defer s.conns.Done()
-			defer s.conns.Release()
-			defer c.Close()
-			defer s.conns.Unhold(c)
-			handle(c)
+			end := func() {
+				s.conns.Unhold(c)
+				c.Close()
+				s.conns.Release()
+			}
+			if !handle(c, end) {
+				end()
+			}
 		}()
 	}
 }
 
-// relayed records a connection from client to target that the proxy
-// relays: a from-app trace now, and a connection record with its bytes
-// when it ends. It returns when the relay is over.
-func (s *Server) relayed(kind string, client, up net.Conn, target string, early []byte, start time.Time) {
+// relayed relays between client and up (held by s.conns) on goroutines
+// of the relay's own and records the connection: a from-app trace now,
+// and a connection record with its bytes when it ends. It returns at
+// once: true when the relay runs, and then, once it is over, up is
+// forgotten and end called; false, with both conns closed and up
+// forgotten, when the proxy is closing.
+func (s *Server) relayed(kind string, client, up net.Conn, target string, early []byte, start time.Time, end func()) bool {
 	rec := monitor.ConnRecord{Kind: kind, From: client.RemoteAddr().String(), To: target, Verdict: "open"}
 	s.mon.TraceConn(monitor.FromApp, rec)
-	in, out := relay.Conns(client, up, early)
-	rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(in), uint64(out), time.Since(start)
-	s.mon.Conn(rec)
+	if !relay.Go(s.conns, client, up, early, func(in, out int64) {
+		s.conns.Unhold(up)
+		rec.Verdict, rec.BytesIn, rec.BytesOut, rec.Duration = "ok", uint64(in), uint64(out), time.Since(start)
+		s.mon.Conn(rec)
+		end()
+	}) {
+		s.conns.Unhold(up)
+		return false
+	}
+	return true
 }
 
 // dialFailed records a connection the proxy could not set up.

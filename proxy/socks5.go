@@ -397,8 +397,9 @@ func (p *socks5) authenticate(rw io.ReadWriter) error {
 	return nil
 }
 
-// serve runs one client connection.
-func (p *socks5) serve(c net.Conn) {
+// serve runs one client connection; true when a relay took it over
+// (see Server.acceptLoop).
+func (p *socks5) serve(c net.Conn, end func()) bool {
 	c.SetDeadline(time.Now().Add(p.timeout))
 	req, err := p.handshake(c)
 	if err != nil {
@@ -410,14 +411,13 @@ func (p *socks5) serve(c net.Conn) {
 		}
 		p.s.log.Log(p.s.ctx, level, "socks5 handshake failed", "client", c.RemoteAddr().String(), "err", err)
 		lingeringClose(c)
-		return
+		return false
 	}
-	switch req.cmd {
-	case cmdConnect:
-		p.connect(c, req.dst)
-	case cmdUDPAssociate:
-		p.associate(c, req.dst)
+	if req.cmd == cmdConnect {
+		return p.connect(c, req.dst, end)
 	}
+	p.associate(c, req.dst)
+	return false
 }
 
 // refuse answers a client over the connection limit: it lets the
@@ -443,8 +443,9 @@ func lingeringClose(c net.Conn) {
 	io.CopyN(io.Discard, c, lingerMax)
 }
 
-// connect answers CONNECT: it dials dst and relays.
-func (p *socks5) connect(c net.Conn, dst socksAddr) {
+// connect answers CONNECT: it dials dst and starts relaying, reporting
+// true when the relay took c over (see Server.acceptLoop).
+func (p *socks5) connect(c net.Conn, dst socksAddr, end func()) bool {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(p.s.ctx, dialTimeout)
 	up, err := p.s.d.DialContext(ctx, "tcp", dst.String())
@@ -458,17 +459,17 @@ func (p *socks5) connect(c net.Conn, dst socksAddr) {
 		p.s.dialFailed("socks5", c.RemoteAddr().String(), dst.String(), err, start)
 		writeReply(c, rep, netip.AddrPort{})
 		lingeringClose(c)
-		return
+		return false
 	}
 	if !p.s.conns.Hold(up) {
-		return
+		return false
 	}
-	defer p.s.conns.Unhold(up)
 	if err := writeReply(c, repSucceeded, addrPortOf(up.LocalAddr())); err != nil {
+		p.s.conns.Unhold(up)
 		up.Close()
-		return
+		return false
 	}
 	c.SetDeadline(time.Time{})
 	p.s.log.Debug("socks5 connect", "client", c.RemoteAddr().String(), "dst", dst.String())
-	p.s.relayed("socks5", c, up, dst.String(), nil, start)
+	return p.s.relayed("socks5", c, up, dst.String(), nil, start, end)
 }

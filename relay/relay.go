@@ -9,7 +9,7 @@ package relay
 import (
 	"io"
 	"net"
-	"sync"
+	"sync/atomic"
 )
 
 // closeWriter is a connection that can shut down its writing side alone:
@@ -25,8 +25,6 @@ const (
 	relayBufSize = 32 << 10
 )
 
-var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
-
 // Conns copies client to upstream and upstream to client until both
 // directions have ended, then closes both. prefix is sent upstream ahead
 // of what it reads from client (bytes the client sent early, which the
@@ -36,13 +34,68 @@ var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); ret
 // TCP connection with a reset. It
 // returns the bytes written to each side (toUpstream includes prefix).
 func Conns(client, upstream net.Conn, prefix []byte) (toClient, toUpstream int64) {
-	var wg sync.WaitGroup
-	wg.Go(func() { toClient = pipe(client, upstream, nil) })
-	toUpstream = pipe(upstream, client, prefix)
-	wg.Wait()
-	client.Close()
-	upstream.Close()
+	l := NewLimiter(1)
+	Go(l, client, upstream, prefix, func(c, u int64) { toClient, toUpstream = c, u })
+	l.Close() // waits for both directions
 	return toClient, toUpstream
+}
+
+// Go relays between client and upstream as Conns does, without holding
+// the caller's goroutine: the directions run on goroutines that l counts,
+// and when both have ended Go closes both conns and calls done with the
+// bytes written to each side, before l's count of them ends. It reports
+// false, having closed both conns and not calling done, once l is closed.
+//
+// A direction whose source can be polled (a host socket, a tunnel
+// connection of package netstack) holds, while idle, one goroutine that
+// has only ever waited, so of the smallest stack (see polled); any other
+// source is read by a goroutine waiting in Read.
+func Go(l *Limiter, client, upstream net.Conn, prefix []byte, done func(toClient, toUpstream int64)) bool {
+	if !l.Enter() {
+		client.Close()
+		upstream.Close()
+		return false
+	}
+	if !l.Enter() {
+		l.Done()
+		client.Close()
+		upstream.Close()
+		return false
+	}
+	var (
+		left                 atomic.Int32
+		toClient, toUpstream int64
+	)
+	left.Store(2)
+	ended := func() {
+		if left.Add(-1) == 0 {
+			client.Close()
+			upstream.Close()
+			done(toClient, toUpstream)
+		}
+	}
+	start(client, upstream, nil, func(n int64) {
+		defer l.Done()
+		toClient = n
+		ended()
+	})
+	start(upstream, client, prefix, func(n int64) {
+		defer l.Done()
+		toUpstream = n
+		ended()
+	})
+	return true
+}
+
+// start copies prefix and then src to dst on goroutines of its own, as
+// pipe does, and calls end with the bytes written once done.
+func start(dst, src net.Conn, prefix []byte, end func(written int64)) {
+	if p := pollOf(src); p != nil {
+		d := &polled{dst: dst, src: src, poll: p, prefix: prefix, end: end}
+		go d.burst()
+		return
+	}
+	go func() { end(pipe(dst, src, prefix)) }()
 }
 
 // pipe copies src to dst after prefix. At the end of src it half-closes
@@ -50,14 +103,7 @@ func Conns(client, upstream net.Conn, prefix []byte) (toClient, toUpstream int64
 func pipe(dst, src net.Conn, prefix []byte) (written int64) {
 	written, err := copyStream(dst, src, prefix)
 	if err == nil {
-		cw, ok := dst.(closeWriter)
-		if ok {
-			err = cw.CloseWrite()
-		} else {
-			// dst cannot say "no more" on its own: closing it is
-			// the only way to tell the other end.
-			dst.Close()
-		}
+		err = halfClose(dst)
 	}
 	if err != nil {
 		abort(dst)
@@ -65,6 +111,21 @@ func pipe(dst, src net.Conn, prefix []byte) (written int64) {
 	}
 	return written
 }
+
+// halfClose tells dst's peer that no more is coming: a half-close where
+// dst can send one alone, else by closing dst.
+func halfClose(dst net.Conn) error {
+	if cw, ok := dst.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	// dst cannot say "no more" on its own: closing it is the only way
+	// to tell the other end.
+	dst.Close()
+	return nil
+}
+
+// isEOF reports whether err is the end of a stream.
+func isEOF(err error) bool { return err == io.EOF }
 
 // abort closes c so that its peer sees the connection fail (a TCP reset
 // where c can send one), not end: a client whose upstream broke off must

@@ -3,8 +3,10 @@ package relay
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -97,4 +99,91 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 	}
 	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b
+}
+
+// TestGoCloseEndsIdleRelays: Limiter.Close ends relays started with Go
+// that sit idle (their directions waiting to read, no goroutine in Read)
+// and waits for them; done is called once for each.
+func TestGoCloseEndsIdleRelays(t *testing.T) {
+	t.Cleanup(leaktest.Check(t))
+	l := NewLimiter(0)
+	var ended sync.WaitGroup
+	var clients []net.Conn
+	for range 5 {
+		client, clientEnd := tcpPair(t)
+		upstreamEnd, upstream := tcpPair(t)
+		l.Hold(clientEnd)
+		l.Hold(upstreamEnd)
+		ended.Add(1)
+		if !Go(l, clientEnd, upstreamEnd, nil, func(int64, int64) { ended.Done() }) {
+			t.Fatal("Go refused before Close")
+		}
+		// One byte each way, then idle.
+		client.Write([]byte{'a'})
+		if b := readByte(t, upstream); b != 'a' {
+			t.Fatalf("upstream got %q", b)
+		}
+		upstream.Write([]byte{'b'})
+		if b := readByte(t, client); b != 'b' {
+			t.Fatalf("client got %q", b)
+		}
+		clients = append(clients, client)
+	}
+	time.Sleep(lingerIdle + 100*time.Millisecond) // every direction back to waiting, idle
+	closed := make(chan struct{})
+	go func() { l.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Limiter.Close did not end the idle relays")
+	}
+	ended.Wait()
+	for _, c := range clients {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+			t.Errorf("a client of a closed relay read %d bytes, %v", n, err)
+		}
+	}
+	if Go(l, nopConn(t), nopConn(t), nil, func(int64, int64) { t.Error("done called after Close") }) {
+		t.Error("Go started a relay after Close")
+	}
+}
+
+// TestRelayPassesReset: an upstream that resets its connection makes the
+// relay reset the client's, not end it cleanly.
+func TestRelayPassesReset(t *testing.T) {
+	t.Cleanup(leaktest.Check(t))
+	client, clientEnd := tcpPair(t)
+	upstreamEnd, upstream := tcpPair(t)
+	done := make(chan struct{})
+	go func() { Conns(clientEnd, upstreamEnd, nil); close(done) }()
+	upstream.Write([]byte("part"))
+	if b := readByte(t, client); b != 'p' {
+		t.Fatalf("client got %q", b)
+	}
+	upstream.(*net.TCPConn).SetLinger(0)
+	upstream.Close()
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.ReadAll(client)
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("client read to the end with %v; want a reset", err)
+	}
+	<-done
+}
+
+func readByte(t *testing.T, c net.Conn) byte {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return b[0]
+}
+
+// nopConn is one end of a loopback TCP connection, for calls that must
+// not use it.
+func nopConn(t *testing.T) net.Conn {
+	a, _ := tcpPair(t)
+	return a
 }
