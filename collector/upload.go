@@ -56,20 +56,9 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, badRequest("the private ID must be 64 hexadecimal digits"))
 		return
 	}
-	if r.ContentLength > s.maxBody {
-		s.refuse(w, r, tooLarge("body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody))
-		return
-	}
-	// The body as sent is read whole first (at most MaxBodyBytes): a slow
-	// client then holds no decoding slot.
-	body := &limitReader{r: http.MaxBytesReader(w, r.Body, s.maxBody), n: s.maxBody}
-	raw, err := io.ReadAll(body)
-	if err != nil {
-		if body.exceeded {
-			s.refuse(w, r, tooLarge("body is over the limit of %d bytes", s.maxBody))
-		} else {
-			s.refuse(w, r, badRequest("cannot read the body: %v", err))
-		}
+	raw, herr := s.readBody(w, r)
+	if herr != nil {
+		s.refuse(w, r, herr)
 		return
 	}
 	// Bound the memory of uploads being decoded: each may hold up to
@@ -88,20 +77,12 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 			<-s.uploads
 		}
 	}()
-	var src io.Reader
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
-	case "", "identity":
-		src = bytes.NewReader(raw)
-	case logproto.EncodingZstd:
-		// A bytes.Reader, not a bytes.Buffer: the decoder would decode a
-		// Buffer in one piece rather than as a stream.
-		dec := s.getDecoder(bytes.NewReader(raw))
-		defer s.putDecoder(dec)
-		src = zstdReader{dec}
-	default:
-		s.refuse(w, r, &httpError{http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Encoding %q (want zstd or identity)", enc)})
+	src, done, herr := s.decodedBody(raw, r.Header.Get("Content-Encoding"))
+	if herr != nil {
+		s.refuse(w, r, herr)
 		return
 	}
+	defer done()
 
 	template := Entry{Collection: coll, Stream: [32]byte(priv.Public()), Logged: s.now().UTC()}
 	entries, err := parseUpload(src, s.maxDecoded, template)
@@ -126,6 +107,39 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		"entries", len(entries), "duplicates", len(entries)-stored)
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, `{"stored":%d,"duplicates":%d}`+"\n", stored, len(entries)-stored)
+}
+
+// readBody reads the body as sent, whole, within MaxBodyBytes: a slow
+// client then holds no decoding slot.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
+	if r.ContentLength > s.maxBody {
+		return nil, tooLarge("body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
+	}
+	body := &limitReader{r: http.MaxBytesReader(w, r.Body, s.maxBody), n: s.maxBody}
+	raw, err := io.ReadAll(body)
+	switch {
+	case err != nil && body.exceeded:
+		return nil, tooLarge("body is over the limit of %d bytes", s.maxBody)
+	case err != nil:
+		return nil, badRequest("cannot read the body: %v", err)
+	}
+	return raw, nil
+}
+
+// decodedBody is the body raw as its Content-Encoding says to read it
+// (identity or zstd); done gives back what reading it borrowed.
+func (s *Server) decodedBody(raw []byte, encoding string) (src io.Reader, done func(), herr *httpError) {
+	switch enc := strings.ToLower(strings.TrimSpace(encoding)); enc {
+	case "", "identity":
+		return bytes.NewReader(raw), func() {}, nil
+	case logproto.EncodingZstd:
+		// A bytes.Reader, not a bytes.Buffer: the decoder would decode a
+		// Buffer in one piece rather than as a stream.
+		dec := s.getDecoder(bytes.NewReader(raw))
+		return zstdReader{dec}, func() { s.putDecoder(dec) }, nil
+	default:
+		return nil, nil, &httpError{http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Encoding %q (want zstd or identity)", enc)}
+	}
 }
 
 // entriesSize is what entries count against MaxDecodedBytes.

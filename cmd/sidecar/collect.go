@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -60,12 +61,7 @@ func cmdCollect(args []string, stdout, stderr io.Writer) error {
 	if info, err := os.Stat(*tokenFile); err == nil && info.Mode().Perm()&0o077 != 0 {
 		log.Warn("the token file can be read by other users; chmod 600 it", "file", *tokenFile, "mode", info.Mode().Perm())
 	}
-	var accept []string
-	for c := range strings.SplitSeq(*collections, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			accept = append(accept, c)
-		}
-	}
+	accept := splitList(*collections)
 
 	// Signals are caught before the collector opens, so that one arriving
 	// during start-up still shuts it down cleanly.
@@ -94,6 +90,23 @@ func cmdCollect(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log.Info("collector listening", "addr", ln.Addr().String(), "storage", storageName(*storage, *dataDir), "collections", cmpOr(*collections, "any"))
+	return serveUntilDone(ctx, srv, ln, log)
+}
+
+// splitList reads a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for c := range strings.SplitSeq(s, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// serveUntilDone serves the collector on ln until ctx ends (a signal) or
+// serving fails, then closes it.
+func serveUntilDone(ctx context.Context, srv *collector.Server, ln net.Listener, log *slog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
@@ -103,7 +116,7 @@ func cmdCollect(args []string, stdout, stderr io.Writer) error {
 		srv.Close()
 		return fmt.Errorf("serving: %w", err)
 	}
-	err = srv.Close()
+	err := srv.Close()
 	if serr := <-served; err == nil {
 		err = serr
 	}

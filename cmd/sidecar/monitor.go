@@ -84,26 +84,15 @@ func cmdMonitor(args []string, stdout, stderr io.Writer) error {
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return fmt.Errorf("sidecar at %s: bad event: %w", path, err)
 		}
-		switch {
-		case pcap != nil:
-			if len(ev.Packet) > 0 {
-				if err := pcap.WritePacket(ev.Time, ev.Packet); err != nil {
-					return err
-				}
-				written++
-			}
-		case cf.json:
-			b, err := monitor.FormatJSON(ev)
-			if err != nil {
+		if pcap != nil && len(ev.Packet) > 0 {
+			if err := pcap.WritePacket(ev.Time, ev.Packet); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "%s\n", b)
-		case *verbose:
-			fmt.Fprintln(stdout, monitor.FormatVerbose(ev))
-		case *hexDump:
-			fmt.Fprintln(stdout, monitor.FormatHex(ev))
-		default:
-			fmt.Fprintln(stdout, monitor.FormatLine(ev))
+			written++
+		} else if pcap == nil {
+			if err := printEvent(stdout, ev, cf.json, *verbose, *hexDump); err != nil {
+				return err
+			}
 		}
 		if seen++; *count > 0 && seen >= *count {
 			return errDone
@@ -117,4 +106,24 @@ func cmdMonitor(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+// printEvent prints one event in the form asked for: JSON, a dissection,
+// a line with a hex dump, or one line.
+func printEvent(w io.Writer, ev monitor.Event, asJSON, verbose, hexDump bool) error {
+	switch {
+	case asJSON:
+		b, err := monitor.FormatJSON(ev)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s\n", b)
+	case verbose:
+		fmt.Fprintln(w, monitor.FormatVerbose(ev))
+	case hexDump:
+		fmt.Fprintln(w, monitor.FormatHex(ev))
+	default:
+		fmt.Fprintln(w, monitor.FormatLine(ev))
+	}
+	return nil
 }

@@ -308,12 +308,6 @@ func Expect(t testing.TB, windows []Window, v url.Values) []Row {
 			prefix = netip.PrefixFrom(ip, ip.BitLen())
 		}
 	}
-	type sums struct {
-		keys                             Row
-		bucket                           string
-		txPkts, txBytes, rxPkts, rxBytes uint64
-		flows                            uint64
-	}
 	rows := map[string]*sums{}
 	for _, w := range windows {
 		if w.Start.Before(start) || !w.Start.Before(end) || v.Get("node") != "" && w.Node != v.Get("node") {
@@ -321,39 +315,10 @@ func Expect(t testing.TB, windows []Window, v url.Values) []Row {
 		}
 		for _, f := range w.Flows {
 			src, dst := endpoint(f.Src), endpoint(f.Dst)
-			if c := v.Get("class"); c != "" && f.Class != c ||
-				v.Get("proto") != "" && fmt.Sprint(f.Proto) != cmp.Or(map[string]string{"tcp": "6", "udp": "17", "icmp": "1", "icmpv6": "58"}[v.Get("proto")], v.Get("proto")) ||
-				v.Get("port") != "" && fmt.Sprint(src.Port()) != v.Get("port") && fmt.Sprint(dst.Port()) != v.Get("port") ||
-				prefix.IsValid() && !prefix.Contains(src.Addr()) && !prefix.Contains(dst.Addr()) {
+			if !matches(v, prefix, f, src, dst) {
 				continue
 			}
-			keys := Row{}
-			for _, g := range group {
-				switch g {
-				case "node":
-					keys[g] = w.Node
-				case "class":
-					keys[g] = f.Class
-				case "proto":
-					keys[g] = json.Number(fmt.Sprint(f.Proto))
-				case "src":
-					keys[g] = f.Src
-				case "dst":
-					keys[g] = f.Dst
-				case "srcAddr":
-					keys[g] = addrText(src)
-				case "dstAddr":
-					keys[g] = addrText(dst)
-				case "dstPort":
-					keys[g] = json.Number(fmt.Sprint(dst.Port()))
-				case "peer":
-					if f.Class == "physical" {
-						keys[g] = addrText(src)
-					} else {
-						keys[g] = addrText(dst)
-					}
-				}
-			}
+			keys := groupKeys(group, w.Node, f, src, dst)
 			var b string
 			if bucket > 0 {
 				b = w.Start.Truncate(bucket).UTC().Format(time.RFC3339)
@@ -371,6 +336,22 @@ func Expect(t testing.TB, windows []Window, v url.Values) []Row {
 			s.flows++
 		}
 	}
+	top, _ := strconv.Atoi(v.Get("top"))
+	return rankRows(rows, top, bucket > 0)
+}
+
+// sums is one expected row being summed.
+type sums struct {
+	keys                             Row
+	bucket                           string
+	txPkts, txBytes, rxPkts, rxBytes uint64
+	flows                            uint64
+}
+
+// rankRows ranks the groups of rows by their bytes over the whole range
+// (ties in the API's order of keys), keeps the top ones (all when top is
+// 0) and lists their rows by bucket, then rank.
+func rankRows(rows map[string]*sums, top int, bucketed bool) []Row {
 	// Rank the groups over the whole range.
 	total := map[string]uint64{}
 	for _, s := range rows {
@@ -392,7 +373,6 @@ func Expect(t testing.TB, windows []Window, v url.Values) []Row {
 	for i, k := range ranked {
 		rank[k] = i
 	}
-	top, _ := strconv.Atoi(v.Get("top"))
 	var out []*sums
 	for _, s := range rows {
 		if top > 0 && rank[fmt.Sprint(s.keys)] >= top {
@@ -409,7 +389,7 @@ func Expect(t testing.TB, windows []Window, v url.Values) []Row {
 		for k, val := range s.keys {
 			r[k] = val
 		}
-		if bucket > 0 {
+		if bucketed {
 			r["bucket"] = s.bucket
 		}
 		r["txPkts"], r["txBytes"] = json.Number(fmt.Sprint(s.txPkts)), json.Number(fmt.Sprint(s.txBytes))
@@ -418,6 +398,55 @@ func Expect(t testing.TB, windows []Window, v url.Values) []Row {
 		res = append(res, r)
 	}
 	return res
+}
+
+// matches applies a case's filters (class, proto, port and addr on either
+// end) to one flow.
+func matches(v url.Values, prefix netip.Prefix, f Flow, src, dst netip.AddrPort) bool {
+	proto := cmp.Or(map[string]string{"tcp": "6", "udp": "17", "icmp": "1", "icmpv6": "58"}[v.Get("proto")], v.Get("proto"))
+	switch {
+	case v.Get("class") != "" && f.Class != v.Get("class"):
+		return false
+	case v.Get("proto") != "" && fmt.Sprint(f.Proto) != proto:
+		return false
+	case v.Get("port") != "" && fmt.Sprint(src.Port()) != v.Get("port") && fmt.Sprint(dst.Port()) != v.Get("port"):
+		return false
+	case prefix.IsValid() && !prefix.Contains(src.Addr()) && !prefix.Contains(dst.Addr()):
+		return false
+	}
+	return true
+}
+
+// groupKeys is a flow's row keys for the group asked for.
+func groupKeys(group []string, node string, f Flow, src, dst netip.AddrPort) Row {
+	keys := Row{}
+	for _, g := range group {
+		switch g {
+		case "node":
+			keys[g] = node
+		case "class":
+			keys[g] = f.Class
+		case "proto":
+			keys[g] = json.Number(fmt.Sprint(f.Proto))
+		case "src":
+			keys[g] = f.Src
+		case "dst":
+			keys[g] = f.Dst
+		case "srcAddr":
+			keys[g] = addrText(src)
+		case "dstAddr":
+			keys[g] = addrText(dst)
+		case "dstPort":
+			keys[g] = json.Number(fmt.Sprint(dst.Port()))
+		case "peer":
+			if f.Class == "physical" {
+				keys[g] = addrText(src)
+			} else {
+				keys[g] = addrText(dst)
+			}
+		}
+	}
+	return keys
 }
 
 // keyOrder is a string that sorts group keys as the API ranks ties:
