@@ -123,9 +123,9 @@ type Node struct {
 	fwd              *forward.Set       // proxies and forwards
 	dog              *watchdog.Watchdog // nil until started
 	reg              metrics.Registry
-	ctl              nodeControl                       // control socket and metrics listener (control_node.go)
-	routed           atomic.Pointer[device.AllowedIPs] // the peers' AllowedIPs, for the monitor's no-peer drops
-	queueDropsLogged uint64                            // owned by the watchdog's tick
+	ctl              nodeControl                    // control socket and metrics listener (control_node.go)
+	routed           atomic.Pointer[devconf.Routes] // the peers' AllowedIPs, for the monitor's no-peer drops
+	queueDropsLogged uint64                         // owned by the watchdog's tick
 
 	reloadMu sync.Mutex // serialises Reload and SetPeers
 
@@ -251,8 +251,8 @@ func (n *Node) startFeatures() error {
 // isRouted reports whether a peer's AllowedIPs cover the address dst (the
 // monitor's question for packets leaving the stack).
 func (n *Node) isRouted(dst []byte) bool {
-	t := n.routed.Load()
-	return t != nil && t.Lookup(dst) != nil
+	r := n.routed.Load()
+	return r != nil && r.Covers(dst)
 }
 
 // reportQueueDrops logs the packets dropped because the queue to the

@@ -140,19 +140,36 @@ func byKey(peers []wgconf.Peer) map[wgconf.PublicKey]wgconf.Peer {
 	return m
 }
 
-// AllowedIPs fills wireguard-go's own AllowedIPs table (the longest-prefix
-// trie the device routes outgoing packets with) from peers, with one
-// stand-in device.Peer per configured peer: Lookup of an address answers
-// nil exactly when the device, configured with the same peers, has no peer
-// to send a packet for it to. The table is not the device's and is never
-// handed to it.
-func AllowedIPs(peers []wgconf.Peer) *device.AllowedIPs {
-	t := &device.AllowedIPs{}
+// Routes is wireguard-go's own AllowedIPs table (the longest-prefix trie
+// the device routes outgoing packets with) filled from a peer list, with
+// one stand-in device.Peer per configured peer: it answers which peer the
+// device, configured with the same peers, sends a packet for an address
+// to. The table is not the device's and is never handed to it. It is
+// read-only once made and safe for concurrent use.
+type Routes struct {
+	table device.AllowedIPs
+	keys  map[*device.Peer]wgconf.PublicKey
+}
+
+// AllowedIPs makes the Routes of peers.
+func AllowedIPs(peers []wgconf.Peer) *Routes {
+	r := &Routes{keys: make(map[*device.Peer]wgconf.PublicKey, len(peers))}
 	for _, p := range peers {
 		stand := &device.Peer{}
+		r.keys[stand] = p.PublicKey
 		for _, a := range p.AllowedIPs {
-			t.Insert(a.Masked(), stand)
+			r.table.Insert(a.Masked(), stand)
 		}
 	}
-	return t
+	return r
+}
+
+// Covers reports whether a peer takes packets for dst, an address as 4
+// or 16 bytes.
+func (r *Routes) Covers(dst []byte) bool { return r.table.Lookup(dst) != nil }
+
+// PeerFor names the peer that takes packets for a.
+func (r *Routes) PeerFor(a netip.Addr) (wgconf.PublicKey, bool) {
+	key, ok := r.keys[r.table.Lookup(a.Unmap().AsSlice())]
+	return key, ok
 }

@@ -168,12 +168,25 @@ func TestAllowedIPs(t *testing.T) {
 		"10.0.0.2": true, "10.9.200.1": true, "10.0.0.3": false, "fd00::99": true, "fd01::1": false, "192.168.1.1": false,
 	} {
 		a := netip.MustParseAddr(addr)
-		if got := tbl.Lookup(a.AsSlice()) != nil; got != covered {
+		if got := tbl.Covers(a.AsSlice()); got != covered {
 			t.Errorf("%s covered = %v, want %v", addr, got, covered)
 		}
 	}
-	if AllowedIPs(nil).Lookup(netip.MustParseAddr("10.0.0.2").AsSlice()) != nil {
+	if AllowedIPs(nil).Covers(netip.MustParseAddr("10.0.0.2").AsSlice()) {
 		t.Error("an empty table covers an address")
+	}
+	// The longest prefix names the peer, as the device routes.
+	nested := AllowedIPs([]wgconf.Peer{
+		{PublicKey: key(1), AllowedIPs: pfx("10.0.0.0/8")},
+		{PublicKey: key(2), AllowedIPs: pfx("10.1.0.0/16")},
+	})
+	for addr, want := range map[string]wgconf.PublicKey{"10.1.2.3": key(2), "10.2.0.1": key(1), "::ffff:10.1.0.1": key(2)} {
+		if got, ok := nested.PeerFor(netip.MustParseAddr(addr)); !ok || got != want {
+			t.Errorf("PeerFor(%s) = %v, %v; want peer %v", addr, got, ok, want[0])
+		}
+	}
+	if _, ok := nested.PeerFor(netip.MustParseAddr("192.168.0.1")); ok {
+		t.Error("PeerFor names a peer for an address no peer covers")
 	}
 }
 

@@ -144,26 +144,17 @@ func noSession(n Node, address string) error {
 	if err != nil {
 		return nil
 	}
-	peers, _ := n.Peers()
-	var peer *wgconf.Peer
-	bits := -1
-	for i := range peers {
-		for _, pfx := range peers[i].AllowedIPs {
-			if pfx.Bits() > bits && pfx.Contains(ap.Addr().Unmap()) {
-				peer, bits = &peers[i], pfx.Bits()
-			}
-		}
-	}
-	if peer == nil {
+	key, ok := n.PeerFor(ap.Addr())
+	if !ok {
 		return nil
 	}
 	status, err := n.Status()
 	if err != nil {
 		return nil
 	}
-	s := status.Peers[peer.PublicKey]
+	s := status.Peers[key]
 	if !s.LastHandshake.IsZero() && time.Since(s.LastHandshake) < SessionLife {
 		return nil
 	}
-	return fmt.Errorf("%s: peer %s (endpoint %v) has not answered in %v: %w", address, peer.PublicKey, s.Endpoint, NoSessionWait, ErrNoSession)
+	return fmt.Errorf("%s: peer %s (endpoint %v) has not answered in %v: %w", address, key, s.Endpoint, NoSessionWait, ErrNoSession)
 }

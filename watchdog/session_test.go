@@ -53,6 +53,11 @@ func (s *sessionNode) Trouble(netip.AddrPort) (time.Time, time.Time) {
 	return s.initAt, time.Time{}
 }
 
+func (s *sessionNode) PeerFor(a netip.Addr) (wgconf.PublicKey, bool) {
+	peers, _ := s.Peers()
+	return devconf.AllowedIPs(peers).PeerFor(a)
+}
+
 func newSessionNode() *sessionNode {
 	n := &sessionNode{fakeNode: *newFake(), allowed: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}
 	return n

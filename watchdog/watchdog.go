@@ -46,6 +46,9 @@ type Node interface {
 	Status() (devconf.Status, error)
 	// Peers is the configured peer list and when the node started.
 	Peers() (peers []wgconf.Peer, started time.Time)
+	// PeerFor names the peer the device sends packets for a to (the
+	// device's own longest-prefix match on AllowedIPs).
+	PeerFor(a netip.Addr) (wgconf.PublicKey, bool)
 	// Trouble tells when an initiation was last sent to ep, and when a
 	// send to it last failed (zero if never).
 	Trouble(ep netip.AddrPort) (lastInitiation, lastSendError time.Time)

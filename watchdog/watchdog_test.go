@@ -42,6 +42,10 @@ func (f *fakeNode) Status() (devconf.Status, error) {
 
 func (f *fakeNode) Peers() ([]wgconf.Peer, time.Time) { return []wgconf.Peer{f.peer}, f.started }
 
+func (f *fakeNode) PeerFor(a netip.Addr) (wgconf.PublicKey, bool) {
+	return devconf.AllowedIPs([]wgconf.Peer{f.peer}).PeerFor(a)
+}
+
 // Trouble says an initiation went out just now: traffic is waiting.
 func (f *fakeNode) Trouble(netip.AddrPort) (time.Time, time.Time) { return time.Now(), time.Time{} }
 
