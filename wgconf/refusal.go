@@ -32,33 +32,23 @@ func (c *Config) At(section any, key string, err error) error {
 
 // refOf finds section among c's sections.
 func (c *Config) refOf(section any) (sectionRef, bool) {
-	index := func(i int) (sectionRef, bool) { return sectionRef{index: i}, i >= 0 }
-	var ref sectionRef
-	var ok bool
 	switch s := section.(type) {
 	case *Interface:
 		return sectionRef{kind: secInterface}, s == &c.Interface
 	case Socks5:
-		ref, ok = index(slices.Index(c.Socks5, s))
-		ref.kind = secSocks5
+		return indexIn(secSocks5, c.Socks5, s)
 	case HTTPProxy:
-		ref, ok = index(slices.Index(c.HTTP, s))
-		ref.kind = secHTTP
+		return indexIn(secHTTP, c.HTTP, s)
 	case TCPClientTunnel:
-		ref, ok = index(slices.Index(c.TCPClientTunnels, s))
-		ref.kind = secTCPClientTunnel
+		return indexIn(secTCPClientTunnel, c.TCPClientTunnels, s)
 	case TCPServerTunnel:
-		ref, ok = index(slices.Index(c.TCPServerTunnels, s))
-		ref.kind = secTCPServerTunnel
+		return indexIn(secTCPServerTunnel, c.TCPServerTunnels, s)
 	case UDPProxyTunnel:
-		ref, ok = index(slices.Index(c.UDPProxyTunnels, s))
-		ref.kind = secUDPProxyTunnel
+		return indexIn(secUDPProxyTunnel, c.UDPProxyTunnels, s)
 	case UDPServerTunnel:
-		ref, ok = index(slices.Index(c.UDPServerTunnels, s))
-		ref.kind = secUDPServerTunnel
+		return indexIn(secUDPServerTunnel, c.UDPServerTunnels, s)
 	case STDIOTunnel:
-		ref, ok = index(slices.Index(c.STDIOTunnels, s))
-		ref.kind = secSTDIOTunnel
+		return indexIn(secSTDIOTunnel, c.STDIOTunnels, s)
 	case *Serve:
 		return sectionRef{kind: secServe}, s != nil && s == c.Serve
 	case *FlowLog:
@@ -74,5 +64,10 @@ func (c *Config) refOf(section any) (sectionRef, bool) {
 	default:
 		panic(fmt.Sprintf("wgconf: At: %T is not a section", section))
 	}
-	return ref, ok
+}
+
+// indexIn finds s among the sections of a repeated kind.
+func indexIn[T comparable](kind sectionKind, list []T, s T) (sectionRef, bool) {
+	i := slices.Index(list, s)
+	return sectionRef{kind: kind, index: i}, i >= 0
 }
