@@ -25,33 +25,15 @@ func TestForwardEndsWhenPeerGoesAway(t *testing.T) {
 		o.TCPKeepalive = time.Second
 	}})
 	a, b := nodes[0], nodes[1]
-	ln, err := b.Listen("tcp", ":8")
-	if err != nil {
-		t.Fatal(err)
-	}
 	stall := make(chan struct{})
 	defer close(stall)
-	testnet.Serve(t, ln, func(c net.Conn) {
+	f, c := startDownload(t, a, b, func(c net.Conn) {
 		c.Write(make([]byte, 64<<10)) // the start of a download, then nothing
 		<-stall
 	})
-	f, err := forward.ListenTCP("127.0.0.1:0", "10.99.0.2:8", a, 0, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c, err := net.Dial("tcp", f.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.ReadFull(c, make([]byte, 64<<10)); err != nil {
-		t.Fatal(err)
-	}
 	b.Close() // the far node is gone
 	gone := time.Now()
-	_, err = io.Copy(io.Discard, c)
+	_, err := io.Copy(io.Discard, c)
 	took := time.Since(gone)
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatalf("the download did not end within 20 s of its peer going away")
@@ -90,25 +72,7 @@ func TestForwardEndsWhenPeerRestarts(t *testing.T) {
 		c.Write(make([]byte, 64<<10)) // the start of a download, then nothing
 		io.Copy(io.Discard, c)
 	}
-	ln, err := b.Listen("tcp", ":8")
-	if err != nil {
-		t.Fatal(err)
-	}
-	testnet.Serve(t, ln, download)
-	f, err := forward.ListenTCP("127.0.0.1:0", "10.99.0.2:8", a, 0, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c, err := net.Dial("tcp", f.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.ReadFull(c, make([]byte, 64<<10)); err != nil {
-		t.Fatal(err)
-	}
+	f, c := startDownload(t, a, b, download)
 
 	// The far node dies, and is started again 2 s later with the same
 	// configuration: its key, its port, node 0 as its peer.
@@ -167,4 +131,32 @@ func TestForwardEndsWhenPeerRestarts(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// startDownload serves handle on b's tunnel port 8, opens a
+// [TCPClientTunnel]-style forward from a host port on a to it, connects
+// through it and reads the download's first 64 KiB. The forward and the
+// connection close at the end of the test; reads time out after 20 s.
+func startDownload(t *testing.T, a, b *sidecar.Node, handle func(net.Conn)) (*forward.TCPForward, net.Conn) {
+	t.Helper()
+	ln, err := b.Listen("tcp", ":8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.Serve(t, ln, handle)
+	f, err := forward.ListenTCP("127.0.0.1:0", "10.99.0.2:8", a, 0, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	c, err := net.Dial("tcp", f.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	return f, c
 }
