@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/logtail"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
@@ -423,18 +424,11 @@ func TestDemoServe(t *testing.T) {
 	// Windows of 5 s keep arriving: the newest window a node reported
 	// moves on while the demo serves.
 	lastWindow := func() string {
-		req, _ := http.NewRequest("GET", base+"/api/v1/nodes?collection=demo", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		code, body := testnet.GetBearer(t, base+"/api/v1/nodes?collection=demo", token)
+		if code != 200 {
+			t.Fatalf("nodes: %d %s", code, body)
 		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			t.Fatalf("nodes: %s %s", resp.Status, body)
-		}
-		return string(body)
+		return body
 	}
 	first := lastWindow()
 	for deadline := time.Now().Add(30 * time.Second); lastWindow() == first; time.Sleep(500 * time.Millisecond) {

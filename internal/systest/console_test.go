@@ -76,16 +76,10 @@ func startConsoleFleet(t *testing.T) *consoleFleet {
 func (f *consoleFleet) api(t *testing.T, path string, q url.Values) []map[string]any {
 	t.Helper()
 	q.Set("collection", consoleCollection)
-	req, _ := http.NewRequest("GET", f.url+path+"?"+q.Encode(), nil)
-	req.Header.Set("Authorization", "Bearer "+consoleToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s?%s: %s %s", path, q.Encode(), resp.Status, body)
+	code, text := testnet.GetBearer(t, f.url+path+"?"+q.Encode(), consoleToken)
+	body := []byte(text)
+	if code != 200 {
+		t.Fatalf("GET %s?%s: %d %s", path, q.Encode(), code, body)
 	}
 	var out struct {
 		Rows  []map[string]any `json:"rows"`
