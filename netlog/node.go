@@ -215,11 +215,6 @@ func (nl *NodeLog) Window() time.Duration { return nl.window }
 // Recent is the record of the windows written so far.
 func (nl *NodeLog) Recent() *Recent { return nl.recent }
 
-// Shutdown writes the last window and closes the sinks (the log stream
-// flushes what it can before ctx ends); the counting wrappers must still
-// see traffic until it returns.
-func (nl *NodeLog) Shutdown(ctx context.Context) error { return nl.Logger.Shutdown(ctx) }
-
 // RegisterMetrics registers the flow log's and its log stream's counters
 // on r.
 func (nl *NodeLog) RegisterMetrics(r *metrics.Registry) {

@@ -25,25 +25,18 @@ const (
 	relayBufSize = 32 << 10
 )
 
-// Conns copies client to upstream and upstream to client until both
+// Go copies client to upstream and upstream to client until both
 // directions have ended, then closes both. prefix is sent upstream ahead
 // of what it reads from client (bytes the client sent early, which the
 // caller already read). The end of one direction's stream is passed on as
 // a half-close, so a client that shuts down writing still receives the
 // whole answer; an error in either direction closes both at once, a host
-// TCP connection with a reset. It
-// returns the bytes written to each side (toUpstream includes prefix).
-func Conns(client, upstream net.Conn, prefix []byte) (toClient, toUpstream int64) {
-	l := NewLimiter(1)
-	Go(l, client, upstream, prefix, func(c, u int64) { toClient, toUpstream = c, u })
-	l.Close() // waits for both directions
-	return toClient, toUpstream
-}
-
-// Go relays between client and upstream as Conns does, without holding
-// the caller's goroutine: the directions run on goroutines that l counts,
-// and when both have ended Go closes both conns and calls done with the
-// bytes written to each side, before l's count of them ends. It reports
+// TCP connection with a reset.
+//
+// It does not hold the caller's goroutine: the directions run on
+// goroutines that l counts, and when both have ended Go closes both conns
+// and calls done with the bytes written to each side, before l's count of
+// them ends. It reports
 // false, having closed both conns and not calling done, once l is closed.
 //
 // A direction whose source can be polled (a host socket, a tunnel

@@ -23,7 +23,7 @@ func TestRelayPieces(t *testing.T) {
 	upstream, upstreamEnd := tcpPair(t)
 	done := make(chan struct{})
 	var toClient, toUpstream int64
-	go func() { toClient, toUpstream = Conns(clientEnd, upstreamEnd, []byte("early ")); close(done) }()
+	go func() { toClient, toUpstream = relayConns(clientEnd, upstreamEnd, []byte("early ")); close(done) }()
 
 	data := make([]byte, 1<<20)
 	rand.Read(data)
@@ -67,7 +67,7 @@ func TestRelayWithoutHalfClose(t *testing.T) {
 	client, clientEnd := net.Pipe()
 	upstreamEnd, upstream := net.Pipe()
 	done := make(chan struct{})
-	go func() { Conns(clientEnd, upstreamEnd, nil); close(done) }()
+	go func() { relayConns(clientEnd, upstreamEnd, nil); close(done) }()
 	go func() { client.Write([]byte("hello")); client.Close() }()
 	got, err := io.ReadAll(upstream)
 	if string(got) != "hello" || err != nil {
@@ -156,7 +156,7 @@ func TestRelayPassesReset(t *testing.T) {
 	client, clientEnd := tcpPair(t)
 	upstreamEnd, upstream := tcpPair(t)
 	done := make(chan struct{})
-	go func() { Conns(clientEnd, upstreamEnd, nil); close(done) }()
+	go func() { relayConns(clientEnd, upstreamEnd, nil); close(done) }()
 	upstream.Write([]byte("part"))
 	if b := readByte(t, client); b != 'p' {
 		t.Fatalf("client got %q", b)
@@ -186,4 +186,13 @@ func readByte(t *testing.T, c net.Conn) byte {
 func nopConn(t *testing.T) net.Conn {
 	a, _ := tcpPair(t)
 	return a
+}
+
+// relayConns relays with Go and waits for both directions to end,
+// returning the bytes written to each side.
+func relayConns(client, upstream net.Conn, prefix []byte) (toClient, toUpstream int64) {
+	l := NewLimiter(1)
+	Go(l, client, upstream, prefix, func(c, u int64) { toClient, toUpstream = c, u })
+	l.Close() // waits for both directions
+	return toClient, toUpstream
 }
