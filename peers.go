@@ -170,12 +170,7 @@ func (d dogNode) Peers() ([]wgconf.Peer, time.Time) {
 func (d dogNode) Trouble(ep netip.AddrPort) (time.Time, time.Time) { return d.n.bind.Trouble(ep) }
 func (d dogNode) SendErrors() uint64                               { return d.n.bind.SendErrors() }
 func (d dogNode) Rebind() error                                    { return d.n.dev.BindUpdate() }
-func (d dogNode) PeerFor(a netip.Addr) (wgconf.PublicKey, bool) {
-	if r := d.n.routed.Load(); r != nil {
-		return r.PeerFor(a)
-	}
-	return wgconf.PublicKey{}, false
-}
+func (d dogNode) PeerFor(a netip.Addr) (wgconf.PublicKey, bool)    { return d.n.routed.Load().PeerFor(a) }
 
 func (d dogNode) ListenPort() int { return d.n.ListenPort() }
 

@@ -124,7 +124,7 @@ type Node struct {
 	dog              *watchdog.Watchdog // nil until started
 	reg              metrics.Registry
 	ctl              nodeControl                    // control socket and metrics listener (control_node.go)
-	routed           atomic.Pointer[devconf.Routes] // the peers' AllowedIPs, for the monitor's no-peer drops
+	routed           atomic.Pointer[devconf.Routes] // the peers' AllowedIPs (never nil after startDevice), for the no-peer drops and the dial guard
 	queueDropsLogged uint64                         // owned by the watchdog's tick
 
 	reloadMu sync.Mutex // serialises Reload and SetPeers
@@ -200,7 +200,8 @@ func (n *Node) startDevice() error {
 		tunDev = n.opts.WrapTUN(tunDev)
 	}
 	monitor.ObserveStack(st, &n.mon)
-	n.tun = wrap.NewTUN(monitor.TapTUN(tunDev, &n.mon, n.isRouted))
+	n.routed.Store(devconf.AllowedIPs(nil)) // until setPeers: no peer
+	n.tun = wrap.NewTUN(monitor.TapTUN(tunDev, &n.mon, func(dst []byte) bool { return n.routed.Load().Covers(dst) }))
 	n.bind = wrap.NewBind(monitor.TapBind(udpbind.New(), &n.mon))
 	n.dev = device.NewDevice(n.tun, n.bind, monitor.DeviceLogger(n.log, &n.mon))
 	// Counting starts before the socket's first packet: the handshake
@@ -246,13 +247,6 @@ func (n *Node) startFeatures() error {
 	})
 	n.dog.RegisterMetrics(&n.reg)
 	return nil
-}
-
-// isRouted reports whether a peer's AllowedIPs cover the address dst (the
-// monitor's question for packets leaving the stack).
-func (n *Node) isRouted(dst []byte) bool {
-	r := n.routed.Load()
-	return r != nil && r.Covers(dst)
 }
 
 // reportQueueDrops logs the packets dropped because the queue to the
