@@ -3,7 +3,9 @@ package netstack
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -54,6 +56,14 @@ type link struct {
 	// screen, if set, sees every batch from the tunnel before delivery
 	// (the stack's screenInbound).
 	screen func(bufs [][]byte, offset int)
+
+	// The ACK hold (ackhold.go): the flow table, how many of its slots
+	// hold an ACK, and the timer that releases them; guarded by mu.
+	acks      [ackFlows]ackFlow
+	nheld     int
+	holdTimer *time.Timer
+	// acksDropped counts held ACKs dropped as superseded.
+	acksDropped atomic.Uint64
 
 	// pending is a large TCP segment that Read has written out in part,
 	// from its pendingNext-th packet on; only Read's goroutine uses them.
@@ -119,8 +129,9 @@ func (l *link) IsAttached() bool {
 	return l.dispatcher != nil
 }
 
-// WritePackets queues the stack's outbound packets for Read. It never blocks:
-// when the queue is full the rest of the list is refused.
+// WritePackets queues the stack's outbound packets for Read, holding pure
+// ACKs back for a moment (ackhold.go). It never blocks: when the queue is
+// full the rest of the list is refused.
 func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	l.mu.Lock()
 	if l.closed {
@@ -128,31 +139,54 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		return 0, &tcpip.ErrClosedForSend{}
 	}
 	wasEmpty := l.count == 0
-	n := 0
+	n, dropped := 0, 0
 	for _, pkt := range pkts.AsSlice() {
-		if l.count == len(l.queue) {
+		// Room for pkt and a held ACK that may have to go first.
+		if l.count+2 > len(l.queue) {
 			break
 		}
-		l.queue[(l.head+l.count)%len(l.queue)] = pkt.IncRef()
-		l.count++
+		first, then, d := l.holdLocked(pkt)
+		dropped += d
+		if first != nil {
+			l.pushLocked(first)
+		}
+		if then != nil {
+			l.pushLocked(then.IncRef())
+		}
 		n++
 	}
+	queued := l.count > 0
 	l.mu.Unlock()
+	if dropped > 0 {
+		l.acksDropped.Add(uint64(dropped))
+	}
 	if n < pkts.Len() && l.refused != nil {
 		for _, pkt := range pkts.AsSlice()[n:] {
 			l.refused(DropQueueFull, pkt)
 		}
 	}
-	if wasEmpty && n > 0 {
-		select {
-		case l.ready <- struct{}{}:
-		default:
-		}
+	if wasEmpty && queued {
+		l.signal()
 	}
 	if n == 0 {
 		return 0, &tcpip.ErrNoBufferSpace{}
 	}
 	return n, nil
+}
+
+// pushLocked appends pkt, whose reference the queue takes over, to the
+// queue, which must have room. l.mu must be held.
+func (l *link) pushLocked(pkt *stack.PacketBuffer) {
+	l.queue[(l.head+l.count)%len(l.queue)] = pkt
+	l.count++
+}
+
+// signal wakes Read if it waits.
+func (l *link) signal() {
+	select {
+	case l.ready <- struct{}{}:
+	default:
+	}
 }
 
 // Close is called by the stack when the NIC is removed.
@@ -232,11 +266,7 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	more := l.count > 0
 	l.mu.Unlock()
 	if more {
-		// Leave the signal set for the next Read.
-		select {
-		case l.ready <- struct{}{}:
-		default:
-		}
+		l.signal() // leave the signal set for the next Read
 	}
 
 	for i := range n {
@@ -315,13 +345,20 @@ func (l *link) closeDevice() {
 	for l.count > 0 {
 		l.takeLocked().DecRef()
 	}
+	for i := range l.acks {
+		if f := &l.acks[i]; f.held != nil {
+			f.held.DecRef()
+			f.held = nil
+		}
+	}
+	l.nheld = 0
+	if l.holdTimer != nil {
+		l.holdTimer.Stop()
+	}
 	l.mu.Unlock()
 	// A segment Read left pending is dropped with the garbage: pending
 	// belongs to Read's goroutine.
-	select {
-	case l.ready <- struct{}{}:
-	default:
-	}
+	l.signal()
 	close(l.events)
 }
 
