@@ -1,6 +1,8 @@
 package sidecar_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +24,7 @@ import (
 	"github.com/wgsidecar/sidecar/forward"
 	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/netlog"
+	"github.com/wgsidecar/sidecar/relay"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -280,6 +283,94 @@ func BenchmarkForward(b *testing.B) {
 	// the whole of connect, whose function runs again for each b.N.
 	testnet.Serve(b, ln, echo64)
 	b.Run("connect", func(b *testing.B) { benchConnect(b, dial) })
+}
+
+// BenchmarkForwardBothEnds moves one TCP stream the way a user's two
+// apps talk through two sidecars: host TCP into a local-to-tunnel forward
+// ([TCPClientTunnel]) on one node, through the tunnel, out of a
+// tunnel-to-local forward ([TCPServerTunnel]) on the other, to a host TCP
+// server. impl=stock relays the same way over wireguard-go's tun/netstack
+// pair (our forward on its dialer, an accept-and-relay loop on its
+// listener); impl=kernel is the host client talking to the host server
+// directly, the ceiling.
+//
+//	go test -run '^$' -bench ForwardBothEnds -benchtime 3s .
+func BenchmarkForwardBothEnds(b *testing.B) {
+	for _, kind := range pairKinds {
+		b.Run("impl="+kind, func(b *testing.B) {
+			server, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer server.Close()
+			entry := forwardPath(b, kind, server.Addr().String())
+			dial := func() (net.Conn, error) { return net.Dial("tcp", entry) }
+			benchBulk(b, server, dial, 1, false)
+		})
+	}
+}
+
+// forwardPath sets up kind's path to the host server at target and returns
+// the host address a client connects to.
+func forwardPath(b *testing.B, kind, target string) string {
+	switch kind {
+	case "sidecar":
+		entry := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(b, "tcp"))
+		sidecartest.NewNodes(b, 2, sidecartest.Options{Configure: func(i int, cfg *wgconf.Config) {
+			if i == 0 {
+				cfg.TCPClientTunnels = []wgconf.TCPClientTunnel{{BindAddress: entry, Target: "10.99.0.2:5400"}}
+			} else {
+				cfg.TCPServerTunnels = []wgconf.TCPServerTunnel{{ListenPort: 5400, Target: target}}
+			}
+		}})
+		return entry
+	case "stock":
+		a, z := stockPair(b)
+		ln, err := z.ListenTCPAddrPort(netip.MustParseAddrPort("10.98.0.2:5400"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		lim := relay.NewLimiter(relay.DefaultMaxConns)
+		b.Cleanup(lim.Close)
+		b.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					c.Close()
+					continue
+				}
+				relay.Go(lim, c, up, nil, func(int64, int64) {})
+			}
+		}()
+		fwd, err := forward.ListenTCP("127.0.0.1:0", "10.98.0.2:5400", stockDialer{a}, 0, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { fwd.Close() })
+		return fwd.Addr().String()
+	case "kernel":
+		return target
+	}
+	b.Fatalf("unknown implementation %q", kind)
+	return ""
+}
+
+// stockDialer is the relay.Dialer face of a stock tun/netstack node, for
+// our forward in the stock row; it dials addresses only.
+type stockDialer struct{ *netstack.Net }
+
+func (d stockDialer) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	a, err := netip.ParseAddr(host)
+	return []netip.Addr{a}, err
+}
+
+func (d stockDialer) ListenPacket(string, string) (net.PacketConn, error) {
+	return nil, errors.New("stock node: no UDP in this benchmark")
 }
 
 // pairKinds names the implementations every comparative benchmark runs:
