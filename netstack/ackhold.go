@@ -22,11 +22,13 @@ import (
 // but timestamps (no SACK blocks, which report loss), whose acknowledgment
 // number advances past the last one the flow sent (so never a duplicate ACK
 // or a window update that reopens a closed window, both of which carry an
-// old number), on a flow whose previous packet carried data (a
-// conversation). The receiving end of a one-way transfer, which sends
-// nothing but ACKs, is never held: its ACKs clock the sender. A flow is known by a small
-// direct-mapped table; a flow that loses its slot to another is sent as
-// unknown (its first ACK is never held).
+// old number), on a flow whose previous packet carried data or a SYN (a
+// conversation, or a handshake: the dialer's ACK of the SYN-ACK is replaced
+// by its first request, which acknowledges the same; a server that speaks
+// first then accepts up to ackHold later). The receiving end of a one-way
+// transfer, which sends nothing but ACKs, is never held: its ACKs clock the
+// sender. A flow is known by a small direct-mapped table; a flow that loses
+// its slot to another is sent as unknown (its first ACK is never held).
 //
 // Go's timers fire within about a millisecond when the whole process is
 // idle (the runtime's poller sleeps in milliseconds), so an ACK that nothing
@@ -44,7 +46,8 @@ type ackFlow struct {
 	key  [36]byte // source and destination address, then ports; zero: free
 	klen uint8
 	ack  uint32              // highest acknowledgment number the flow sent
-	data bool                // the flow's last packet carried a payload
+	sent bool                // ack is set (the flow has sent an ACK)
+	data bool                // the flow's last packet carried a payload or SYN
 	held *stack.PacketBuffer // the pure ACK held back, or nil
 	hwnd uint16              // held's raw window field
 }
@@ -56,11 +59,13 @@ type tcpAck struct {
 	ack  uint32
 	wnd  uint16
 	pure bool // holdable: ACK alone, no payload, timestamps at most
-	data bool // carries a payload
+	data bool // carries a payload or SYN: an answer is expected
+	has  bool // carries an acknowledgment (not a bare SYN)
 }
 
 // parseAck reads pkt's flow and acknowledgment; ok is false for anything
-// but a TCP packet with the ACK flag whose headers the stack has set.
+// but a TCP packet with the ACK or SYN flag whose headers the stack has
+// set.
 func parseAck(pkt *stack.PacketBuffer) (a tcpAck, ok bool) {
 	if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
 		return a, false
@@ -71,7 +76,8 @@ func parseAck(pkt *stack.PacketBuffer) (a tcpAck, ok bool) {
 		return a, false
 	}
 	flags := th.Flags()
-	if !flags.Contains(header.TCPFlagAck) {
+	a.has = flags.Contains(header.TCPFlagAck)
+	if !a.has && !flags.Contains(header.TCPFlagSyn) {
 		return a, false
 	}
 	switch {
@@ -85,7 +91,7 @@ func parseAck(pkt *stack.PacketBuffer) (a tcpAck, ok bool) {
 	a.klen += uint8(copy(a.key[a.klen:], th[:4]))
 	a.ack = th.AckNumber()
 	a.wnd = th.WindowSize()
-	a.data = pkt.Data().Size() > 0
+	a.data = pkt.Data().Size() > 0 || flags.Contains(header.TCPFlagSyn)
 	a.pure = flags == header.TCPFlagAck && !a.data && onlyTimestamps(th[header.TCPMinimumSize:th.DataOffset()])
 	return a, true
 }
@@ -135,7 +141,7 @@ func (l *link) holdLocked(pkt *stack.PacketBuffer) (first, then *stack.PacketBuf
 	f := &l.acks[slot(a.key[:a.klen])]
 	known := f.klen == a.klen && f.key == a.key
 	if f.held != nil {
-		if known && !seqAfter(f.ack, a.ack) && a.wnd >= f.hwnd {
+		if known && a.has && !seqAfter(f.ack, a.ack) && a.wnd >= f.hwnd {
 			f.held.DecRef()
 			dropped = 1
 		} else {
@@ -144,10 +150,13 @@ func (l *link) holdLocked(pkt *stack.PacketBuffer) (first, then *stack.PacketBuf
 		f.held = nil
 		l.nheld--
 	}
-	advances := known && seqAfter(a.ack, f.ack)
+	advances := known && a.has && (!f.sent || seqAfter(a.ack, f.ack))
 	answered := known && f.data
-	if !known || advances {
-		f.key, f.klen, f.ack = a.key, a.klen, a.ack
+	if !known {
+		f.key, f.klen, f.sent = a.key, a.klen, false
+	}
+	if a.has && (!f.sent || advances) {
+		f.ack, f.sent = a.ack, true
 	}
 	f.data = a.data
 	if !a.pure || !advances || !answered || ackHold <= 0 || l.closed {

@@ -102,6 +102,36 @@ func TestAckHoldReleasesAfterHoldTime(t *testing.T) {
 	})
 }
 
+func TestAckHoldHandshake(t *testing.T) {
+	// The dialing side: SYN, then the ACK of the SYN-ACK is held and the
+	// first request, carrying the same acknowledgment, replaces it.
+	l := newLink(DefaultMTU)
+	send(t, l, outbound(segSpec{seq: 999, flags: header.TCPFlagSyn}, false))
+	send(t, l, outbound(segSpec{seq: 1000, ack: 5001}, false))
+	if acks, _ := queued(l); len(acks) != 1 {
+		t.Fatalf("%d packets queued after SYN and handshake ACK; want 1 (the ACK held)", len(acks))
+	}
+	send(t, l, outbound(segSpec{seq: 1000, ack: 5001, payload: 64}, false))
+	if _, sizes := queued(l); len(sizes) != 2 || sizes[1] != 64 {
+		t.Fatalf("queued sizes %v; want SYN and request", sizes)
+	}
+	l.closeDevice()
+
+	// The accepting side: after its SYN-ACK, the ACK of the request is
+	// held and the answer replaces it.
+	l = newLink(DefaultMTU)
+	defer l.closeDevice()
+	send(t, l, outbound(segSpec{seq: 5000, ack: 1000, flags: header.TCPFlagSyn | header.TCPFlagAck}, false))
+	send(t, l, outbound(segSpec{seq: 5001, ack: 1064}, false))
+	send(t, l, outbound(segSpec{seq: 5001, ack: 1064, payload: 64}, false))
+	if _, sizes := queued(l); len(sizes) != 2 || sizes[1] != 64 {
+		t.Fatalf("queued sizes %v; want SYN-ACK and answer", sizes)
+	}
+	if got := l.acksDropped.Load(); got != 1 {
+		t.Errorf("acksDropped = %d; want 1", got)
+	}
+}
+
 func TestAckHoldKeepsFlowOrder(t *testing.T) {
 	l := newLink(DefaultMTU)
 	defer l.closeDevice()
