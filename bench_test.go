@@ -53,14 +53,14 @@ import (
 func BenchmarkBulkTCP(b *testing.B) {
 	for _, dir := range []string{"send", "recv"} {
 		b.Run("dir="+dir, func(b *testing.B) {
-			kinds := pairKinds
+			kinds := benchKinds(b)
 			if dir == "send" {
 				// "sidecar-flowlog" has flow statistics on at both
 				// layers of both nodes. It runs first, in the cold
 				// process (heap and page tables still growing), so
 				// that its cost is overstated rather than hidden and
 				// the ours/stock pair both run warm.
-				kinds = []string{"sidecar-flowlog", "sidecar", "stock", "kernel"}
+				kinds = append([]string{"sidecar-flowlog"}, kinds...)
 			}
 			for _, kind := range kinds {
 				b.Run("impl="+kind, func(b *testing.B) {
@@ -77,7 +77,7 @@ func BenchmarkBulkTCP(b *testing.B) {
 //
 //	go test -run '^$' -bench BulkTCP4 -benchtime 4s .
 func BenchmarkBulkTCP4(b *testing.B) {
-	for _, kind := range pairKinds {
+	for _, kind := range benchKinds(b) {
 		b.Run("impl="+kind, func(b *testing.B) {
 			bn := newBenchNet(b, kind)
 			benchBulk(b, bn.serve(b), bn.dial, 4, false)
@@ -188,7 +188,7 @@ func readUsage() usage {
 		return usage{}
 	}
 	return usage{
-		cpu:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		cpu:    time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) + childCPU(),
 		minflt: int64(ru.Minflt),
 	}
 }
@@ -292,12 +292,20 @@ func BenchmarkForward(b *testing.B) {
 // server. impl=stock relays the same way over wireguard-go's tun/netstack
 // pair (our forward on its dialer, an accept-and-relay loop on its
 // listener); impl=kernel is the host client talking to the host server
-// directly, the ceiling.
+// directly, the ceiling; impl=wggo-kernel (root only) the two apps in
+// namespaces over wireguard-go interfaces, which needs no forwards.
 //
 //	go test -run '^$' -bench ForwardBothEnds -benchtime 3s .
 func BenchmarkForwardBothEnds(b *testing.B) {
-	for _, kind := range pairKinds {
+	for _, kind := range benchKinds(b) {
 		b.Run("impl="+kind, func(b *testing.B) {
+			if kind == wggoKind {
+				// Root runs no forwards: the apps talk over the
+				// wireguard-go interfaces directly.
+				bn := newBenchNet(b, kind)
+				benchBulk(b, bn.serve(b), bn.dial, 1, false)
+				return
+			}
 			server, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)
@@ -377,7 +385,8 @@ func (d stockDialer) ListenPacket(string, string) (net.PacketConn, error) {
 // ours, a pair built on wireguard-go's stock tun/netstack, and the host
 // kernel's own TCP and UDP over loopback with no tunnel at all, the ceiling
 // any user-space tunnel is measured against (newBenchNet also knows
-// "sidecar-flowlog": ours with flow statistics on).
+// "sidecar-flowlog": ours with flow statistics on). As root, benchKinds adds
+// wggo-kernel (bench_wggo_test.go).
 var pairKinds = []string{"sidecar", "stock", "kernel"}
 
 // benchNet is one side's socket API in a comparative benchmark, and the
@@ -424,6 +433,8 @@ func newBenchNet(b *testing.B, kind string) benchNet {
 			},
 			dialUDP: func() (net.Conn, error) { return net.Dial("udp", udpAddr) },
 		}
+	case wggoKind:
+		return wggoNet(b)
 	case "stock":
 		a, z := stockPair(b)
 		to := netip.MustParseAddrPort("10.98.0.2:5300")
@@ -467,7 +478,7 @@ var echo64 = testnet.EchoMessages(64)
 //
 //	go test -run '^$' -bench RequestResponse -benchtime 3s .
 func BenchmarkRequestResponse(b *testing.B) {
-	for _, kind := range pairKinds {
+	for _, kind := range benchKinds(b) {
 		b.Run("impl="+kind, func(b *testing.B) {
 			bn := newEchoNet(b, kind)
 			c, err := bn.dial()
@@ -513,7 +524,7 @@ func benchRoundTrips(b *testing.B, trip func() error) {
 //
 //	go test -run '^$' -bench ConnectRate -benchtime 3s .
 func BenchmarkConnectRate(b *testing.B) {
-	for _, kind := range pairKinds {
+	for _, kind := range benchKinds(b) {
 		b.Run("impl="+kind, func(b *testing.B) {
 			benchConnect(b, newEchoNet(b, kind).dial)
 		})
@@ -556,7 +567,7 @@ func benchConnect(b *testing.B, dial func() (net.Conn, error)) {
 func BenchmarkUDP(b *testing.B) {
 	for _, size := range []int{64, 1200} {
 		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
-			for _, kind := range pairKinds {
+			for _, kind := range benchKinds(b) {
 				b.Run("impl="+kind, func(b *testing.B) {
 					bn := newBenchNet(b, kind)
 					benchUDP(b, bn, size)

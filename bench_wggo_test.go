@@ -1,0 +1,211 @@
+package sidecar_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wgsidecar/sidecar/internal/testnet"
+	"github.com/wgsidecar/sidecar/wgconf"
+)
+
+// The root-only row of the comparative benchmarks, impl=wggo-kernel: what a
+// user with root would run instead of a sidecar. Two network namespaces
+// joined by a veth pair, Debian's wireguard-go (a TUN interface) in each,
+// configured with wg, and the kernel's own TCP and UDP over it; the
+// benchmark's sockets are opened inside the namespaces. Its cpu-s/GB adds
+// the two wireguard-go processes' CPU time to this process's (the kernel's
+// work in softirq context is charged to whichever process it interrupts).
+// The row is left out, with a note, where the machine cannot have it.
+
+const wggoKind = "wggo-kernel"
+
+// wggoReason says why the wggo-kernel row cannot run here, or "".
+var wggoReason = sync.OnceValue(func() string {
+	if os.Geteuid() != 0 {
+		return "needs root (network namespaces, TUN interfaces)"
+	}
+	for _, tool := range []string{"ip", "wg", "wireguard-go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return tool + " is not installed (Debian packages wireguard-go, wireguard-tools, iproute2)"
+		}
+	}
+	return ""
+})
+
+// benchKinds is pairKinds, with the wggo-kernel row where it can run.
+func benchKinds(b *testing.B) []string {
+	if why := wggoReason(); why != "" {
+		b.Logf("impl=%s left out: %s", wggoKind, why)
+		return pairKinds
+	}
+	return append(pairKinds[:len(pairKinds):len(pairKinds)], wggoKind)
+}
+
+// wggoPids are the wireguard-go processes of the running wggo-kernel
+// benchmark, whose CPU readUsage adds.
+var (
+	wggoMu   sync.Mutex
+	wggoPids []int
+)
+
+// childCPU is the CPU time (user + system) the wireguard-go processes have
+// used so far.
+func childCPU() time.Duration {
+	wggoMu.Lock()
+	defer wggoMu.Unlock()
+	var ticks int64
+	for _, pid := range wggoPids {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may hold spaces):
+		// utime and stime are the 14th and 15th of the whole line.
+		rest := string(stat[strings.LastIndexByte(string(stat), ')')+2:])
+		f := strings.Fields(rest)
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// wggoNet builds the wggo-kernel pair: tunnel addresses 10.97.0.1 (in A,
+// the client side) and 10.97.0.2 (in B, the server side).
+func wggoNet(b *testing.B) benchNet {
+	ctx := context.Background()
+	u := testnet.NewUnderlay(ctx, b, "bw", "vbw")
+	dir := b.TempDir()
+	sides := []struct{ ns, veth, under, tun, wg string }{
+		{u.NsA, u.VethA, "10.232.0.1", "10.97.0.1", fmt.Sprintf("wgba%d", testnet.ID())},
+		{u.NsB, u.VethB, "10.232.0.2", "10.97.0.2", fmt.Sprintf("wgbb%d", testnet.ID())},
+	}
+	var keys [2]wgconf.PrivateKey
+	for i, s := range sides {
+		testnet.Run(ctx, b, "ip", "-n", s.ns, "addr", "add", s.under+"/24", "dev", s.veth)
+		testnet.Run(ctx, b, "ip", "-n", s.ns, "link", "set", s.veth, "up")
+		startWireguardGo(b, s.ns, s.wg)
+		k, err := wgconf.GeneratePrivateKey()
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys[i] = k
+	}
+	for i, s := range sides {
+		o := sides[1-i]
+		keyFile := filepath.Join(dir, s.wg+".key")
+		if err := os.WriteFile(keyFile, []byte(keys[i].Base64()), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		testnet.Run(ctx, b, "ip", "netns", "exec", s.ns, "wg", "set", s.wg,
+			"private-key", keyFile, "listen-port", "51830",
+			"peer", keys[1-i].Public().String(), "allowed-ips", o.tun+"/32", "endpoint", o.under+":51830")
+		testnet.Run(ctx, b, "ip", "-n", s.ns, "addr", "add", s.tun+"/24", "dev", s.wg)
+		testnet.Run(ctx, b, "ip", "-n", s.ns, "link", "set", s.wg, "up")
+	}
+	a, z := openNetns(b, u.NsA), openNetns(b, u.NsB)
+	return benchNet{
+		listen: func() (ln net.Listener, err error) {
+			z.do(func() { ln, err = net.Listen("tcp", "10.97.0.2:5300") })
+			return ln, err
+		},
+		dial: func() (c net.Conn, err error) {
+			a.do(func() { c, err = net.Dial("tcp", "10.97.0.2:5300") })
+			return c, err
+		},
+		listenUDP: func() (pc net.PacketConn, err error) {
+			z.do(func() { pc, err = net.ListenPacket("udp", "10.97.0.2:5301") })
+			return pc, err
+		},
+		dialUDP: func() (c net.Conn, err error) {
+			a.do(func() { c, err = net.Dial("udp", "10.97.0.2:5301") })
+			return c, err
+		},
+	}
+}
+
+// startWireguardGo runs wireguard-go in the foreground in namespace ns,
+// creating TUN interface dev, until the benchmark ends.
+func startWireguardGo(b *testing.B, ns, dev string) {
+	cmd := exec.Command("ip", "netns", "exec", ns, "wireguard-go", "-f", dev)
+	cmd.Env = append(os.Environ(), "WG_PROCESS_FOREGROUND=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	var out testnet.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("starting wireguard-go: %v", err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		wggoMu.Lock()
+		wggoPids = nil
+		wggoMu.Unlock()
+	})
+	sock := "/var/run/wireguard/" + dev + ".sock"
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("wireguard-go did not create %s: %s", sock, out.String())
+		}
+	}
+	// ip netns exec execs wireguard-go in place: same pid.
+	wggoMu.Lock()
+	wggoPids = append(wggoPids, cmd.Process.Pid)
+	wggoMu.Unlock()
+}
+
+// netnsHandle runs functions with the calling goroutine's thread inside a
+// network namespace, so that the sockets they open belong to it.
+type netnsHandle struct{ self, target *os.File }
+
+func openNetns(b *testing.B, ns string) netnsHandle {
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		b.Fatal(err)
+	}
+	target, err := os.Open("/var/run/netns/" + ns)
+	if err != nil {
+		self.Close()
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { self.Close(); target.Close() })
+	return netnsHandle{self, target}
+}
+
+// do runs f on a thread of its own inside the namespace. If the thread
+// cannot be moved back, it is not handed back to the runtime: it ends with
+// its goroutine.
+func (h netnsHandle) do(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		if err := unix.Setns(int(h.target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			panic(err)
+		}
+		f()
+		if unix.Setns(int(h.self.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+	<-done
+}
