@@ -148,7 +148,9 @@ func (l *link) holdLocked(pkt *stack.PacketBuffer) (first, then *stack.PacketBuf
 			first = f.held
 		}
 		f.held = nil
-		l.nheld--
+		if l.nheld--; l.nheld == 0 {
+			l.holdTimer.Stop() // nothing left to release
+		}
 	}
 	advances := known && a.has && (!f.sent || seqAfter(a.ack, f.ack))
 	answered := known && f.data

@@ -12,6 +12,10 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
+// The tests run in synctest bubbles, where the hold timer fires only when
+// the test waits: on a loaded machine real time could release a held ACK
+// between two steps.
+
 // outbound makes an outbound packet buffer of s, with its headers set as
 // the stack sets them; sack replaces its timestamp option by a SACK block.
 func outbound(s segSpec, sack bool) *stack.PacketBuffer {
@@ -65,23 +69,25 @@ func conversation(t *testing.T, l *link, v6 bool) {
 }
 
 func TestAckHoldDropsAckAnAnswerSupersedes(t *testing.T) {
-	for _, v6 := range []bool{false, true} {
-		l := newLink(DefaultMTU)
-		conversation(t, l, v6)
-		send(t, l, outbound(segSpec{v6: v6, seq: 1064, ack: 164}, false)) // pure ACK: held
-		if acks, _ := queued(l); len(acks) != 1 {
-			t.Fatalf("v6=%v: %d packets queued after the pure ACK; want 1 (the ACK held)", v6, len(acks))
+	synctest.Test(t, func(t *testing.T) {
+		for _, v6 := range []bool{false, true} {
+			l := newLink(DefaultMTU)
+			conversation(t, l, v6)
+			send(t, l, outbound(segSpec{v6: v6, seq: 1064, ack: 164}, false)) // pure ACK: held
+			if acks, _ := queued(l); len(acks) != 1 {
+				t.Fatalf("v6=%v: %d packets queued after the pure ACK; want 1 (the ACK held)", v6, len(acks))
+			}
+			send(t, l, outbound(segSpec{v6: v6, seq: 1064, ack: 164, payload: 64}, false)) // the answer
+			acks, sizes := queued(l)
+			if len(acks) != 2 || sizes[1] != 64 {
+				t.Fatalf("v6=%v: queued sizes %v; want the request and the answer only", v6, sizes)
+			}
+			if got := l.acksDropped.Load(); got != 1 {
+				t.Errorf("v6=%v: acksDropped = %d; want 1", v6, got)
+			}
+			l.closeDevice()
 		}
-		send(t, l, outbound(segSpec{v6: v6, seq: 1064, ack: 164, payload: 64}, false)) // the answer
-		acks, sizes := queued(l)
-		if len(acks) != 2 || sizes[1] != 64 {
-			t.Fatalf("v6=%v: queued sizes %v; want the request and the answer only", v6, sizes)
-		}
-		if got := l.acksDropped.Load(); got != 1 {
-			t.Errorf("v6=%v: acksDropped = %d; want 1", v6, got)
-		}
-		l.closeDevice()
-	}
+	})
 }
 
 func TestAckHoldReleasesAfterHoldTime(t *testing.T) {
@@ -103,50 +109,54 @@ func TestAckHoldReleasesAfterHoldTime(t *testing.T) {
 }
 
 func TestAckHoldHandshake(t *testing.T) {
-	// The dialing side: SYN, then the ACK of the SYN-ACK is held and the
-	// first request, carrying the same acknowledgment, replaces it.
-	l := newLink(DefaultMTU)
-	send(t, l, outbound(segSpec{seq: 999, flags: header.TCPFlagSyn}, false))
-	send(t, l, outbound(segSpec{seq: 1000, ack: 5001}, false))
-	if acks, _ := queued(l); len(acks) != 1 {
-		t.Fatalf("%d packets queued after SYN and handshake ACK; want 1 (the ACK held)", len(acks))
-	}
-	send(t, l, outbound(segSpec{seq: 1000, ack: 5001, payload: 64}, false))
-	if _, sizes := queued(l); len(sizes) != 2 || sizes[1] != 64 {
-		t.Fatalf("queued sizes %v; want SYN and request", sizes)
-	}
-	l.closeDevice()
+	synctest.Test(t, func(t *testing.T) {
+		// The dialing side: SYN, then the ACK of the SYN-ACK is held and the
+		// first request, carrying the same acknowledgment, replaces it.
+		l := newLink(DefaultMTU)
+		send(t, l, outbound(segSpec{seq: 999, flags: header.TCPFlagSyn}, false))
+		send(t, l, outbound(segSpec{seq: 1000, ack: 5001}, false))
+		if acks, _ := queued(l); len(acks) != 1 {
+			t.Fatalf("%d packets queued after SYN and handshake ACK; want 1 (the ACK held)", len(acks))
+		}
+		send(t, l, outbound(segSpec{seq: 1000, ack: 5001, payload: 64}, false))
+		if _, sizes := queued(l); len(sizes) != 2 || sizes[1] != 64 {
+			t.Fatalf("queued sizes %v; want SYN and request", sizes)
+		}
+		l.closeDevice()
 
-	// The accepting side: after its SYN-ACK, the ACK of the request is
-	// held and the answer replaces it.
-	l = newLink(DefaultMTU)
-	defer l.closeDevice()
-	send(t, l, outbound(segSpec{seq: 5000, ack: 1000, flags: header.TCPFlagSyn | header.TCPFlagAck}, false))
-	send(t, l, outbound(segSpec{seq: 5001, ack: 1064}, false))
-	send(t, l, outbound(segSpec{seq: 5001, ack: 1064, payload: 64}, false))
-	if _, sizes := queued(l); len(sizes) != 2 || sizes[1] != 64 {
-		t.Fatalf("queued sizes %v; want SYN-ACK and answer", sizes)
-	}
-	if got := l.acksDropped.Load(); got != 1 {
-		t.Errorf("acksDropped = %d; want 1", got)
-	}
+		// The accepting side: after its SYN-ACK, the ACK of the request is
+		// held and the answer replaces it.
+		l = newLink(DefaultMTU)
+		defer l.closeDevice()
+		send(t, l, outbound(segSpec{seq: 5000, ack: 1000, flags: header.TCPFlagSyn | header.TCPFlagAck}, false))
+		send(t, l, outbound(segSpec{seq: 5001, ack: 1064}, false))
+		send(t, l, outbound(segSpec{seq: 5001, ack: 1064, payload: 64}, false))
+		if _, sizes := queued(l); len(sizes) != 2 || sizes[1] != 64 {
+			t.Fatalf("queued sizes %v; want SYN-ACK and answer", sizes)
+		}
+		if got := l.acksDropped.Load(); got != 1 {
+			t.Errorf("acksDropped = %d; want 1", got)
+		}
+	})
 }
 
 func TestAckHoldKeepsFlowOrder(t *testing.T) {
-	l := newLink(DefaultMTU)
-	defer l.closeDevice()
-	conversation(t, l, false)
-	send(t, l, outbound(segSpec{seq: 1064, ack: 164, window: 8000}, false))
-	// The answer advertises a smaller window: the held ACK still says
-	// something, so it goes out first.
-	send(t, l, outbound(segSpec{seq: 1064, ack: 164, window: 4000, payload: 64}, false))
-	acks, sizes := queued(l)
-	if len(acks) != 3 || sizes[1] != 0 || sizes[2] != 64 {
-		t.Fatalf("queued sizes %v; want request, held ACK, answer", sizes)
-	}
-	if l.acksDropped.Load() != 0 {
-		t.Errorf("an ACK with a larger window was dropped")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := newLink(DefaultMTU)
+		defer l.closeDevice()
+		conversation(t, l, false)
+		send(t, l, outbound(segSpec{seq: 1064, ack: 164, window: 8000}, false))
+		// The answer advertises a smaller window: the held ACK still says
+		// something, so it goes out first.
+		send(t, l, outbound(segSpec{seq: 1064, ack: 164, window: 4000, payload: 64}, false))
+		acks, sizes := queued(l)
+		if len(acks) != 3 || sizes[1] != 0 || sizes[2] != 64 {
+			t.Fatalf("queued sizes %v; want request, held ACK, answer", sizes)
+		}
+		if l.acksDropped.Load() != 0 {
+			t.Errorf("an ACK with a larger window was dropped")
+		}
+	})
 }
 
 func TestAckHoldPassesWhatMustNotWait(t *testing.T) {
@@ -165,45 +175,51 @@ func TestAckHoldPassesWhatMustNotWait(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			l := newLink(DefaultMTU)
-			defer l.closeDevice()
-			want := 1
-			if c.first != (segSpec{}) {
-				send(t, l, outbound(c.first, false))
-				want = 2
-			}
-			send(t, l, outbound(c.ack, c.sack))
-			if acks, _ := queued(l); len(acks) != want {
-				t.Fatalf("%d packets queued; want %d (the ACK not held)", len(acks), want)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				l := newLink(DefaultMTU)
+				defer l.closeDevice()
+				want := 1
+				if c.first != (segSpec{}) {
+					send(t, l, outbound(c.first, false))
+					want = 2
+				}
+				send(t, l, outbound(c.ack, c.sack))
+				if acks, _ := queued(l); len(acks) != want {
+					t.Fatalf("%d packets queued; want %d (the ACK not held)", len(acks), want)
+				}
+			})
 		})
 	}
 }
 
 func TestAckHoldOff(t *testing.T) {
-	defer func(d time.Duration) { ackHold = d }(ackHold)
-	ackHold = 0
-	l := newLink(DefaultMTU)
-	defer l.closeDevice()
-	conversation(t, l, false)
-	send(t, l, outbound(segSpec{seq: 1064, ack: 164}, false))
-	if acks, _ := queued(l); len(acks) != 2 {
-		t.Fatalf("%d packets queued with holding off; want 2", len(acks))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		defer func(d time.Duration) { ackHold = d }(ackHold)
+		ackHold = 0
+		l := newLink(DefaultMTU)
+		defer l.closeDevice()
+		conversation(t, l, false)
+		send(t, l, outbound(segSpec{seq: 1064, ack: 164}, false))
+		if acks, _ := queued(l); len(acks) != 2 {
+			t.Fatalf("%d packets queued with holding off; want 2", len(acks))
+		}
+	})
 }
 
 func TestAckHoldCloseReleasesHeld(t *testing.T) {
-	l := newLink(DefaultMTU)
-	conversation(t, l, false)
-	ack := outbound(segSpec{seq: 1064, ack: 164}, false)
-	ack.IncRef() // the test's own reference, to watch the link's
-	send(t, l, ack)
-	if got := ack.ReadRefs(); got != 2 {
-		t.Fatalf("held ACK has %d references; want 2 (the test's and the link's)", got)
-	}
-	l.closeDevice()
-	if got := ack.ReadRefs(); got != 1 {
-		t.Fatalf("after close the ACK has %d references; want 1 (the link released its own)", got)
-	}
-	ack.DecRef()
+	synctest.Test(t, func(t *testing.T) {
+		l := newLink(DefaultMTU)
+		conversation(t, l, false)
+		ack := outbound(segSpec{seq: 1064, ack: 164}, false)
+		ack.IncRef() // the test's own reference, to watch the link's
+		send(t, l, ack)
+		if got := ack.ReadRefs(); got != 2 {
+			t.Fatalf("held ACK has %d references; want 2 (the test's and the link's)", got)
+		}
+		l.closeDevice()
+		if got := ack.ReadRefs(); got != 1 {
+			t.Fatalf("after close the ACK has %d references; want 1 (the link released its own)", got)
+		}
+		ack.DecRef()
+	})
 }
