@@ -54,6 +54,10 @@ func OpenBolt(path string) (*BoltStorage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("collector: open %s: %w", path, err)
 	}
+	if err := db.Update(backfill10m); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("collector: open %s: %w", path, err)
+	}
 	s := &BoltStorage{db: db}
 	s.gc.Commit = s.commit
 	return s, nil

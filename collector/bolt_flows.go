@@ -20,6 +20,7 @@ import (
 //
 //	win:    node ‖ window start ‖ logs key (16) → the window's rows
 //	minute: node ‖ minute ‖ 2-byte chunk        → rows summed per minute
+//	10min:  node ‖ 10 minutes ‖ 2-byte chunk    → rows summed per 10 min
 //	hour:   node ‖ hour ‖ 2-byte chunk          → rows summed per hour
 //	nodes:  node ‖ UTC day                      → first start, last end,
 //	        tx and rx bytes of the tunnel classes (8 bytes each)
@@ -31,7 +32,7 @@ import (
 var (
 	bucketWin    = []byte("win")
 	bucketNodes  = []byte("nodes")
-	levelBuckets = [...][]byte{levelWindow: bucketWin, levelMinute: []byte("minute"), levelHour: []byte("hour")}
+	levelBuckets = [...][]byte{levelWindow: bucketWin, levelMinute: []byte("minute"), level10m: []byte("10min"), levelHour: []byte("hour")}
 )
 
 // maxChunkRows bounds a rollup chunk.
@@ -127,6 +128,32 @@ func (sc *indexScratch) addRollup(c *bolt.Bucket, lvl level, nk []byte, period i
 	}
 	key := binary.BigEndian.AppendUint16(bytes.Clone(prefix), chunk)
 	return b.Put(key, sc.en.encode(sums))
+}
+
+// backfill10m builds the 10-minute rollups of a database written before
+// they existed from its minute rollups, in each collection that has
+// minute rollups and no 10-minute ones, so queries may plan with them
+// over any range.
+func backfill10m(tx *bolt.Tx) error {
+	return tx.ForEach(func(name []byte, c *bolt.Bucket) error {
+		minutes := c.Bucket(levelBuckets[levelMinute])
+		if !bytes.HasPrefix(name, []byte("c/")) || minutes == nil || c.Bucket(levelBuckets[level10m]) != nil {
+			return nil
+		}
+		var sc indexScratch
+		var rows []rollupRow
+		return minutes.ForEach(func(k, v []byte) error {
+			nk, t, ok := splitKey(k)
+			if !ok {
+				return nil
+			}
+			rows = rows[:0]
+			if err := sc.r.decode(v, func(row *rollupRow) { rows = append(rows, *row) }); err != nil {
+				return fmt.Errorf("key %x: %w", k, err)
+			}
+			return sc.addRollup(c, level10m, bytes.Clone(nk), floorNs(t, levelPeriods[level10m]), normRows(rows))
+		})
+	})
 }
 
 // addNodeDay adds a window to node nk's summary of its day.
@@ -225,16 +252,19 @@ func (s *BoltStorage) Flows(ctx context.Context, q FlowQuery) ([]FlowRow, error)
 			return nil
 		}
 		nodes := nodePrefixes(c, q.Node)
+		ids := make([]uint32, len(nodes))
+		for i, nk := range nodes {
+			ids[i] = agg.node(string(nk[1:]))
+		}
 		var r blobReader
 		for _, sp := range q.plan() {
 			b := c.Bucket(levelBuckets[sp.lvl])
 			if b == nil {
 				continue
 			}
-			for _, nk := range nodes {
-				node := string(nk[1:])
+			for i, nk := range nodes {
 				err := scan(ctx, b, nk, sp.from, sp.to, func(t int64, k, v []byte) error {
-					if err := r.decode(v, func(row *rollupRow) { agg.add(node, t, &row.Flow, row.Flows) }); err != nil {
+					if err := agg.addBlob(ids[i], t, sp.neg, v, &r); err != nil {
 						return fmt.Errorf("key %x: %w", k, err)
 					}
 					return nil
@@ -388,7 +418,7 @@ func (s *BoltStorage) Expire(ctx context.Context, cutoff time.Time) error {
 					n += len(dead)
 					dead = dead[:0]
 				}
-				for _, name := range [][]byte{bucketWin, levelBuckets[levelMinute], levelBuckets[levelHour], bucketNodes} {
+				for _, name := range append(levelBuckets[:], bucketNodes) {
 					b := c.Bucket(name)
 					if b == nil {
 						continue

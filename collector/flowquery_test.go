@@ -1,8 +1,10 @@
 package collector
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,9 +86,10 @@ func TestParseFlowQuery(t *testing.T) {
 	}
 }
 
-// TestPlan checks that a range is split into whole hours, whole minutes
-// around them and raw windows at the ends, with nothing lost or counted
-// twice.
+// TestPlan checks that a range is planned as whole periods of the
+// coarsest level allowed, ragged ends from finer levels or as one more
+// period minus its part outside the range, at least cost, and that every
+// instant of the range is counted once and none outside it.
 func TestPlan(t *testing.T) {
 	t0 := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
 	at := func(s string) time.Time { d, _ := time.ParseDuration(s); return t0.Add(d) }
@@ -96,28 +99,67 @@ func TestPlan(t *testing.T) {
 		want       string
 	}{
 		{at("0s"), at("2h"), 0, "hour 0s-2h0m0s"},
-		{at("37m13s"), at("2h52m1.5s"), 0, "window 37m13s-38m0s minute 38m0s-1h0m0s hour 1h0m0s-2h0m0s minute 2h0m0s-2h52m0s window 2h52m0s-2h52m1.5s"},
-		{at("10s"), at("50s"), 0, "window 10s-50s"},
+		{at("37m13s"), at("2h52m1.5s"), 0, "-window 37m0s-37m13s minute 37m0s-40m0s 10m 40m0s-1h0m0s hour 1h0m0s-3h0m0s minute 2h50m0s-2h52m0s window 2h52m0s-2h52m1.5s -10m 2h50m0s-3h0m0s"},
+		{at("10s"), at("50s"), 0, "-window 0s-10s minute 0s-1m0s -window 50s-1m0s"},
+		{at("10s"), at("25s"), 0, "window 10s-25s"},
+		{at("2s"), at("58s"), 0, "-window 0s-2s minute 0s-1m0s -window 58s-1m0s"},
 		{at("30s"), at("3m"), time.Hour, "window 30s-1m0s minute 1m0s-3m0s"},
 		{at("0s"), at("2h"), 5 * time.Minute, "minute 0s-2h0m0s"},
+		// The benchmark's "last hour", asked at 10:30:02.5.
+		{at("-29m57.5s"), at("30m2.5s"), 0, "-window -30m0s--29m57.5s 10m -30m0s-30m0s window 30m0s-30m2.5s"},
 	}
-	names := [...]string{"window", "minute", "hour"}
 	for _, tt := range tests {
 		q := FlowQuery{Start: tt.start, End: tt.end, Bucket: tt.bucket}
 		var got []string
-		next := clampNs(tt.start)
 		for _, sp := range q.plan() {
-			if sp.from != next {
-				t.Errorf("%v: gap or overlap at %d", tt, sp.from)
+			sign := ""
+			if sp.neg {
+				sign = "-"
 			}
-			next = sp.to
-			got = append(got, names[sp.lvl]+" "+time.Duration(sp.from-clampNs(t0)).String()+"-"+time.Duration(sp.to-clampNs(t0)).String())
-		}
-		if next != clampNs(tt.end) {
-			t.Errorf("%v: plan ends at %d", tt, next)
+			got = append(got, sign+levelNames[sp.lvl]+" "+time.Duration(sp.from-clampNs(t0)).String()+"-"+time.Duration(sp.to-clampNs(t0)).String())
 		}
 		if s := strings.Join(got, " "); s != tt.want {
 			t.Errorf("plan(%v, %v, %v) = %s, want %s", tt.start, tt.end, tt.bucket, s, tt.want)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		start := t0.Add(time.Duration(r.Int64N(int64(30 * time.Hour))))
+		end := start.Add(time.Duration(r.Int64N(int64(30 * time.Hour))))
+		bucket := []time.Duration{0, time.Minute, 5 * time.Minute, time.Hour}[r.IntN(4)]
+		checkPlan(t, FlowQuery{Start: start, End: end, Bucket: bucket}, nil)
+		since := t0.Add(time.Duration(r.Int64N(int64(30 * time.Hour)))).UnixNano()
+		checkPlan(t, FlowQuery{Start: start, End: end, Bucket: bucket}, map[string]int64{"10m": since})
+	}
+}
+
+// checkPlan checks that q's plan counts each instant of its range once
+// and none outside (at every span's bounds and either side of them),
+// with no span of a period longer than its buckets or unaligned, and
+// none of a level before its since (PlanSince).
+func checkPlan(t *testing.T, q FlowQuery, since map[string]int64) {
+	t.Helper()
+	from, to := clampNs(q.Start), clampNs(q.End)
+	spans := PlanSince(&q, since)
+	points := []int64{from - 1, from, to - 1, to}
+	for _, sp := range spans {
+		points = append(points, sp.From-1, sp.From, sp.To-1, sp.To)
+		if sp.Level != "window" {
+			p := int64(map[string]time.Duration{"minute": time.Minute, "10m": 10 * time.Minute, "hour": time.Hour}[sp.Level])
+			if sp.From%p != 0 || sp.To%p != 0 || slices.Index(levelNames[:], sp.Level) > int(q.maxLevel()) || sp.From < since[sp.Level] {
+				t.Fatalf("%v..%v /%v: span %+v", q.Start, q.End, q.Bucket, sp)
+			}
+		}
+	}
+	for _, x := range points {
+		n := 0
+		for _, sp := range spans {
+			if sp.From <= x && x < sp.To {
+				n += map[bool]int{false: 1, true: -1}[sp.Neg]
+			}
+		}
+		if want := map[bool]int{true: 1}[from <= x && x < to]; n != want {
+			t.Fatalf("%v..%v /%v: %d counted %d times, want %d: %+v", q.Start, q.End, q.Bucket, x, n, want, spans)
 		}
 	}
 }
@@ -146,6 +188,6 @@ func FuzzParseFlowQuery(f *testing.F) {
 		if !q.End.After(q.Start) {
 			t.Fatalf("range %v..%v", q.Start, q.End)
 		}
-		q.plan()
+		checkPlan(t, q, nil)
 	})
 }

@@ -25,12 +25,19 @@ type GroupCommit struct {
 	// join it; 0 commits at once (uploads that arrive during a commit
 	// still share the next one).
 	Delay time.Duration
+	// MaxDelay, if over Delay, lets the group keep waiting while uploads
+	// keep joining: it commits once none has joined for Delay, or
+	// MaxDelay after its first Put, whichever comes first. Uploads that
+	// a fleet sends at a window's end then share one commit rather than
+	// a few early ones paying a commit of their own.
+	MaxDelay time.Duration
 	// Timeout bounds one commit (default one minute).
 	Timeout time.Duration
 
 	mu      sync.Mutex
 	queue   []*pendingPut // guarded by mu
 	running bool          // guarded by mu
+	joined  time.Time     // guarded by mu: the last Put's arrival
 }
 
 type pendingPut struct {
@@ -57,6 +64,9 @@ func (g *GroupCommit) Put(ctx context.Context, entries []Entry) (int, error) {
 	p := &pendingPut{ctx: ctx, entries: entries, done: make(chan putResult, 1)}
 	g.mu.Lock()
 	g.queue = append(g.queue, p)
+	if g.MaxDelay > g.Delay {
+		g.joined = time.Now()
+	}
 	lead := !g.running
 	g.running = true
 	g.mu.Unlock()
@@ -74,7 +84,18 @@ func (g *GroupCommit) Put(ctx context.Context, entries []Entry) (int, error) {
 // lead commits groups until the queue is empty.
 func (g *GroupCommit) lead() {
 	if g.Delay > 0 {
+		start := time.Now()
 		time.Sleep(g.Delay)
+		for g.MaxDelay > g.Delay {
+			g.mu.Lock()
+			quiet := time.Since(g.joined)
+			g.mu.Unlock()
+			left := g.MaxDelay - time.Since(start)
+			if quiet >= g.Delay || left <= 0 {
+				break
+			}
+			time.Sleep(min(g.Delay-quiet, left))
+		}
 	}
 	for {
 		g.mu.Lock()

@@ -75,3 +75,44 @@ func TestGroupCommit(t *testing.T) {
 		t.Errorf("after a failure: %d, %v", n, err)
 	}
 }
+
+// TestGroupCommitMaxDelay: with MaxDelay, a group waits while uploads
+// keep joining (puts 10 ms apart for 300 ms, Delay 100 ms: one commit,
+// where without MaxDelay the first would commit alone), but no
+// longer than MaxDelay (puts 10 ms apart for 1 s, MaxDelay 200 ms: more
+// than one commit).
+func TestGroupCommitMaxDelay(t *testing.T) {
+	run := func(delay, maxDelay time.Duration, puts int) int {
+		var mu sync.Mutex
+		commits := 0
+		g := &GroupCommit{Delay: delay, MaxDelay: maxDelay, Commit: func(ctx context.Context, uploads [][]Entry) ([]int, error) {
+			mu.Lock()
+			commits++
+			mu.Unlock()
+			sizes := make([]int, len(uploads))
+			for i, u := range uploads {
+				sizes[i] = len(u)
+			}
+			return sizes, nil
+		}}
+		var wg sync.WaitGroup
+		for range puts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if n, err := g.Put(context.Background(), make([]Entry, 1)); n != 1 || err != nil {
+					t.Errorf("put: %d, %v", n, err)
+				}
+			}()
+			time.Sleep(10 * time.Millisecond)
+		}
+		wg.Wait()
+		return commits
+	}
+	if n := run(100*time.Millisecond, 5*time.Second, 30); n != 1 {
+		t.Errorf("puts 10 ms apart for 300 ms, Delay 100 ms: %d commits, want 1", n)
+	}
+	if n := run(50*time.Millisecond, 200*time.Millisecond, 100); n < 2 {
+		t.Errorf("puts 10 ms apart for 1 s, MaxDelay 200 ms: %d commits, want several", n)
+	}
+}

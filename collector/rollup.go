@@ -5,31 +5,42 @@ import (
 	"cmp"
 	"encoding/binary"
 	"errors"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
 )
 
 // A level is a resolution at which flows are stored: each window as it
-// came, or summed per minute or per hour (rollups). A query over a long
-// range reads the coarsest level that its range's whole periods allow and
-// the finer levels only for the ragged ends.
+// came, or summed per minute, per 10 minutes or per hour (rollups). A
+// query reads each part of its range from the level that costs least:
+// whole periods of the coarsest level its buckets allow, and the ragged
+// ends from finer levels, or from one more period minus the finer parts
+// of it that lie outside the range (see planSpans).
 type level uint8
 
 const (
 	levelWindow level = iota
 	levelMinute
+	level10m
 	levelHour
 )
 
 // levelPeriods are the rollups' periods (a window has none).
-var levelPeriods = [...]time.Duration{levelMinute: time.Minute, levelHour: time.Hour}
+var levelPeriods = [...]time.Duration{levelMinute: time.Minute, level10m: 10 * time.Minute, levelHour: time.Hour}
 
-// A span is a part of a query's range answered from one level: windows
-// (or rollup periods) starting in [from, to), Unix ns.
+// planWindow is the window length planning assumes when it weighs reading
+// windows against reading a rollup: nodes' default, 5 s. It only steers
+// the choice; every plan is exact whatever the windows' lengths.
+const planWindow = 5 * time.Second
+
+// A span is a part of a query's plan answered from one level: windows
+// (or rollup periods) starting in [from, to), Unix ns, added to the
+// answer, or subtracted from it if neg.
 type span struct {
 	lvl      level
 	from, to int64
+	neg      bool
 }
 
 // maxLevel is the coarsest level q can read: a rollup's period must
@@ -42,29 +53,83 @@ func (q *FlowQuery) maxLevel() level {
 	return levelMinute
 }
 
-// plan splits q's range into spans: whole hours from the hourly rollup,
-// whole minutes around them from the minute rollup, and the windows of
-// the ragged ends. Every window lies in exactly one span, by its start.
+// plan is q's range as signed spans: every window starting in the range
+// is counted once, by the spans that hold it added minus those
+// subtracted, and every window outside the range zero times.
 func (q *FlowQuery) plan() []span {
-	return planSpans(clampNs(q.Start), clampNs(q.End), q.maxLevel(), nil)
+	spans, _ := planSpans(clampNs(q.Start), clampNs(q.End), q.maxLevel(), nil)
+	return spans
 }
 
-func planSpans(from, to int64, max level, out []span) []span {
+// spanCost is what reading [from, to) at lvl costs, in blobs per node.
+func spanCost(lvl level, from, to int64) int64 {
+	p := int64(planWindow)
+	if lvl > levelWindow {
+		p = int64(levelPeriods[lvl])
+	}
+	return (to - from + p - 1) / p
+}
+
+// planSpans plans [from, to) with levels up to top, at least cost: whole
+// periods of top (the inner ones, or also the one around a ragged end,
+// then subtracting that period's part outside the range), the rest from
+// finer levels; or nothing of top at all. Ties go to the plan without
+// subtraction. A level whose since (if not nil) is set holds only the
+// periods starting at or after it (a multiple of its period). It returns
+// the spans and their cost.
+func planSpans(from, to int64, top level, since *[levelHour + 1]int64) ([]span, int64) {
 	if from >= to {
-		return out
+		return nil, 0
 	}
-	if max == levelWindow {
-		return append(out, span{levelWindow, from, to})
+	if top == levelWindow {
+		return []span{{levelWindow, from, to, false}}, spanCost(levelWindow, from, to)
 	}
-	p := int64(levelPeriods[max])
-	a := (from + p - 1) / p * p
-	b := to / p * p
-	if a >= b {
-		return planSpans(from, to, max-1, out)
+	if since != nil && since[top] > from {
+		if since[top] >= to {
+			return planSpans(from, to, top-1, since)
+		}
+		head, hc := planSpans(from, since[top], top-1, since)
+		tail, tc := planSpans(since[top], to, top, since)
+		return append(head, tail...), hc + tc
 	}
-	out = planSpans(from, a, max-1, out)
-	out = append(out, span{max, a, b})
-	return planSpans(b, to, max-1, out)
+	best, cost := planSpans(from, to, top-1, since)
+	p := int64(levelPeriods[top])
+	fl := func(t int64) int64 { return t - t%p }
+	starts := []int64{fl(from)}
+	if fl(from) != from && fl(from) <= math.MaxInt64-p {
+		starts = []int64{fl(from) + p, fl(from)}
+	}
+	ends := []int64{fl(to)}
+	if fl(to) != to && fl(to) <= math.MaxInt64-p {
+		ends = append(ends, fl(to)+p)
+	}
+	for _, a := range starts {
+		for _, b := range ends {
+			if a >= b {
+				continue
+			}
+			spans := []span{{top, a, b, false}}
+			c := spanCost(top, a, b)
+			head, hc := planSpans(min(from, a), max(from, a), top-1, since)
+			tail, tc := planSpans(min(to, b), max(to, b), top-1, since)
+			if c += hc + tc; c >= cost {
+				continue
+			}
+			spans = append(signed(head, a < from), spans...)
+			best, cost = append(spans, signed(tail, b > to)...), c
+		}
+	}
+	return best, cost
+}
+
+// signed returns spans, their signs flipped if neg.
+func signed(spans []span, neg bool) []span {
+	if neg {
+		for i := range spans {
+			spans[i].neg = !spans[i].neg
+		}
+	}
+	return spans
 }
 
 // clampNs is t in Unix ns, clamped to [0, MaxInt64].
@@ -252,29 +317,43 @@ func (r *blobReader) uvarint() uint64 {
 	return v
 }
 
-// decode calls fn with each row of blob; fn must not keep the row.
-func (r *blobReader) decode(blob []byte, fn func(*rollupRow)) error {
+// header reads blob's address table into r.addrs and returns how many
+// rows follow, in r.b.
+func (r *blobReader) header(blob []byte) (uint64, error) {
 	r.b, r.err = blob, nil
 	n := r.uvarint()
 	if n > uint64(len(r.b)) {
-		return errBadBlob
+		return 0, errBadBlob
 	}
 	r.addrs = r.addrs[:0]
 	for range n {
 		if len(r.b) < 1 || len(r.b) < 1+int(r.b[0]) {
-			return errBadBlob
+			return 0, errBadBlob
 		}
 		var a netip.Addr
 		if l := int(r.b[0]); l > 0 {
 			var ok bool
 			if a, ok = netip.AddrFromSlice(r.b[1 : 1+l]); !ok {
-				return errBadBlob
+				return 0, errBadBlob
 			}
 		}
 		r.addrs = append(r.addrs, a)
 		r.b = r.b[1+int(r.b[0]):]
 	}
 	m := r.uvarint()
+	if r.err != nil || m > uint64(len(r.b)) {
+		return 0, errBadBlob
+	}
+	return m, nil
+}
+
+// decode calls fn with each row of blob; fn must not keep the row.
+func (r *blobReader) decode(blob []byte, fn func(*rollupRow)) error {
+	m, err := r.header(blob)
+	if err != nil {
+		return err
+	}
+	n := uint64(len(r.addrs))
 	var row rollupRow
 	for i := uint64(0); i < m && r.err == nil; i++ {
 		if len(r.b) < 2 {
@@ -297,26 +376,46 @@ func (r *blobReader) decode(blob []byte, fn func(*rollupRow)) error {
 	return nil
 }
 
-// A Span is a part of a FlowQuery's range and the level of storage that
+// A Span is a part of a FlowQuery's plan and the level of storage that
 // answers it, for a Storage that plans in its own query language: Level
-// is "window" (each window as stored), "minute" or "hour" (sums per
-// period); From and To bound the windows' (or periods') starts in Unix
-// ns, [From, To).
+// is "window" (each window as stored), "minute", "10m" or "hour" (sums
+// per period); From and To bound the windows' (or periods') starts in
+// Unix ns, [From, To). A Neg span is subtracted from the answer.
 type Span struct {
 	Level    string
 	From, To int64
+	Neg      bool
 }
 
-var levelNames = [...]string{levelWindow: "window", levelMinute: "minute", levelHour: "hour"}
+var levelNames = [...]string{levelWindow: "window", levelMinute: "minute", level10m: "10m", levelHour: "hour"}
 
-// Plan is q's range split as the embedded store reads it: whole hours
-// from hourly sums, whole minutes around them from minute sums, and the
-// ragged ends window by window. A rollup's period starts where its first
-// window does, floored, so every window lies in exactly one span.
-func Plan(q *FlowQuery) []Span {
+// Plan is q's plan as the embedded store reads it (see planSpans): whole
+// periods from rollups, ragged ends window by window or as one more
+// period minus its part outside the range. A rollup's period starts where
+// its first window does, floored, so adding the spans that hold a window
+// and subtracting the Neg ones counts it once if it starts in q's range
+// and zero times if not. A group whose (flow, window) pairs net to zero
+// is not in the answer.
+func Plan(q *FlowQuery) []Span { return PlanSince(q, nil) }
+
+// PlanSince is Plan for a store whose rollup levels (by Span.Level name)
+// hold only the periods starting at or after since[level], Unix ns (a
+// level added to a store that had data before it, and not backfilled).
+func PlanSince(q *FlowQuery, since map[string]int64) []Span {
+	var lim *[levelHour + 1]int64
+	if len(since) > 0 {
+		lim = new([levelHour + 1]int64)
+		for l := levelMinute; l <= levelHour; l++ {
+			p := int64(levelPeriods[l])
+			if t := since[levelNames[l]]; t > 0 {
+				lim[l] = (t + p - 1) / p * p
+			}
+		}
+	}
+	spans, _ := planSpans(clampNs(q.Start), clampNs(q.End), q.maxLevel(), lim)
 	var out []Span
-	for _, sp := range q.plan() {
-		out = append(out, Span{levelNames[sp.lvl], sp.from, sp.to})
+	for _, sp := range spans {
+		out = append(out, Span{levelNames[sp.lvl], sp.from, sp.to, sp.neg})
 	}
 	return out
 }

@@ -88,25 +88,44 @@ func prefixRange(p netip.Prefix) (lo, hi [16]byte) {
 }
 
 // spanSQL is the subquery of one span of q's plan: the rows of its level
-// in [from, to), with their time t in ns and their flows.
-func (s *Storage) spanSQL(lvl string, from, to int64, where string) string {
-	cols := "node, class, proto, src_addr, src_port, dst_addr, dst_port, tx_pkts, tx_bytes, rx_pkts, rx_bytes"
+// in [from, to), with their time t in ns and their flows; if neg, with
+// every count negated (as UInt64: sum wraps, so the sum of a plan's
+// spans is exact).
+func (s *Storage) spanSQL(lvl string, from, to int64, neg bool, where string) string {
+	counts := []string{"tx_pkts", "tx_bytes", "rx_pkts", "rx_bytes", "flows"}
+	flows := "flows"
+	if lvl == "window" {
+		flows = "toUInt64(1)"
+	}
+	sel := []string{"node", "class", "proto", "src_addr", "src_port", "dst_addr", "dst_port"}
+	for _, c := range counts {
+		e := c
+		if c == "flows" {
+			e = flows
+		}
+		if neg {
+			e = "bitNot(" + e + ") + 1"
+		}
+		sel = append(sel, e+" AS "+c)
+	}
+	cols := strings.Join(sel, ", ")
 	if lvl == "window" {
 		// The window_start bounds let the primary key (by hour) prune.
-		return fmt.Sprintf(`SELECT %s, start_ns AS t, toUInt64(1) AS flows FROM %s.flows
+		return fmt.Sprintf(`SELECT %s, start_ns AS t FROM %s.flows
 WHERE collection = ? AND window_start >= toDateTime(%d) AND window_start <= toDateTime(%d) AND start_ns >= %d AND start_ns < %d%s`,
 			cols, s.db, from/1e9, (to-1)/1e9, from, to, where)
 	}
-	return fmt.Sprintf(`SELECT %s, toUInt64(period) * 1000000000 AS t, flows FROM %s.%s
+	return fmt.Sprintf(`SELECT %s, toUInt64(period) * 1000000000 AS t FROM %s.%s
 WHERE collection = ? AND period >= toDateTime(%d) AND period < toDateTime(%d)%s`, cols, s.db, lvl, from/1e9, to/1e9, where)
 }
 
 // Flows answers q with one statement: a UNION ALL of q's plan (whole
-// hours from flows_1h, whole minutes from flows_1m, ragged ends from
-// flows), summed per group and bucket. Without buckets, q.Top is applied
-// in SQL, ranked as collector.FinishRows ranks.
+// hours from flows_1h, whole 10 minutes and minutes from flows_10m and
+// flows_1m, ragged ends from flows, some of them subtracted), summed per
+// group and bucket, leaving out the groups that net to no flows. Without
+// buckets, q.Top is applied in SQL, ranked as collector.FinishRows ranks.
 func (s *Storage) Flows(ctx context.Context, q collector.FlowQuery) ([]collector.FlowRow, error) {
-	spans := collector.Plan(&q)
+	spans := collector.PlanSince(&q, map[string]int64{"10m": s.since10m})
 	if len(spans) == 0 {
 		return []collector.FlowRow{}, nil
 	}
@@ -114,8 +133,8 @@ func (s *Storage) Flows(ctx context.Context, q collector.FlowQuery) ([]collector
 	var parts []string
 	var args []any
 	for _, sp := range spans {
-		table := map[string]string{"window": "window", "minute": "flows_1m", "hour": "flows_1h"}[sp.Level]
-		parts = append(parts, s.spanSQL(table, sp.From, sp.To, where))
+		table := map[string]string{"window": "window", "minute": "flows_1m", "10m": "flows_10m", "hour": "flows_1h"}[sp.Level]
+		parts = append(parts, s.spanSQL(table, sp.From, sp.To, sp.Neg, where))
 		args = append(append(args, q.Collection), fargs...)
 	}
 	exprs := keyExprs(&q)
@@ -129,7 +148,8 @@ func (s *Storage) Flows(ctx context.Context, q collector.FlowQuery) ([]collector
 	}
 	sql := fmt.Sprintf(`SELECT %s, %s AS k_bucket, sum(tx_pkts), sum(tx_bytes), sum(rx_pkts), sum(rx_bytes), sum(flows)
 FROM (%s)
-GROUP BY %s, k_bucket`, strings.Join(sel, ", "), bucket, strings.Join(parts, "\nUNION ALL\n"), strings.Join(keyAliases, ", "))
+GROUP BY %s, k_bucket
+HAVING sum(flows) != 0`, strings.Join(sel, ", "), bucket, strings.Join(parts, "\nUNION ALL\n"), strings.Join(keyAliases, ", "))
 	if q.Top > 0 && q.Bucket == 0 {
 		sql += fmt.Sprintf("\nORDER BY sum(tx_bytes) + sum(rx_bytes) DESC, %s\nLIMIT %d", strings.Join(keyAliases, ", "), q.Top)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/wgsidecar/sidecar/collector"
 	"github.com/wgsidecar/sidecar/collector/clickhouse"
 	"github.com/wgsidecar/sidecar/collector/storagetest"
@@ -81,4 +83,44 @@ func BenchmarkFleetQuery(b *testing.B) {
 		b.Fatal(err)
 	}
 	storagetest.BenchQuery(b, st, time.Hour, 24*time.Hour)
+}
+
+// TestUpgradeAdds10m: a database from before flows_10m (no flows_10m,
+// its view or levels) gets them when a collector opens it, with the
+// start of flows_10m recorded after the moment it was added; queries
+// over the data from before answer as before.
+func TestUpgradeAdds10m(t *testing.T) {
+	dsn := newDSN(t)
+	windows := storagetest.Fleet()
+	open := opener(dsn)
+	t.Run("upload", func(t *testing.T) {
+		storagetest.UploadFleet(t, []*storagetest.Client{storagetest.Start(t, open(t), time.Now)}, windows)
+	})
+	opt, err := ch.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := opt.Auth.Database
+	opt.Auth.Database = "default"
+	conn, err := ch.Open(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	for _, table := range []string{"flows_10m_mv", "flows_10m", "levels"} {
+		if err := conn.Exec(ctx, "DROP TABLE "+db+"."+table); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := time.Now()
+	storagetest.CheckQueries(t, []*storagetest.Client{storagetest.Start(t, open(t), time.Now)}, windows, storagetest.Cases())
+	var since time.Time
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT max(since), count() FROM "+db+".levels WHERE level = '10m'").Scan(&since, &n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || since.Before(before.Add(10*time.Minute)) || since.Unix()%600 != 0 {
+		t.Errorf("flows_10m recorded to start at %v (%d rows), want a 10-minute boundary after %v", since, n, before.Add(10*time.Minute))
+	}
 }

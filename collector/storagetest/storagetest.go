@@ -103,6 +103,11 @@ func Fleet() []Window {
 				w.Flows = append(w.Flows, Flow{"exit", 0, me + ":0", "", p(), b(), p(), b()},
 					Flow{"virtual", 6, "[fd00::3]:40000", "[fd00::1]:80", p(), b(), p(), b()})
 			}
+			if n == 0 && (i == 12 || i == 23) {
+				// Only in the first and last windows of the minute
+				// from 1m0s: see the case "minute less its ends".
+				w.Flows = append(w.Flows, Flow{"virtual", 17, me + ":7", other + ":7", 1, 64, 1, 64})
+			}
 			out = append(out, w)
 		}
 	}
@@ -278,6 +283,10 @@ func Cases() []Case {
 		{"ragged range per minute by node", with(ragged, "group", "node", "bucket", "1m")},
 		{"ragged range per 5m top 2 dst", with(ragged, "group", "dst", "bucket", "5m", "top", "2")},
 		{"per hour by class", with(all, "group", "class", "bucket", "1h")},
+		// A minute less the windows at its ends: some sources are only
+		// in those windows, so their groups net to nothing.
+		{"minute less its ends by src", url.Values{"start": {at(time.Minute + 3*time.Second)}, "end": {at(time.Minute + 55*time.Second)}, "group": {"src"}}},
+		{"ragged hour top 5 src per hour", url.Values{"start": {at(2 * time.Second)}, "end": {at(time.Hour + 58*time.Second)}, "group": {"src"}, "top": {"5"}, "bucket": {"1h"}}},
 		{"one window exactly", url.Values{"start": {at(2500 * time.Millisecond)}, "end": {at(7500 * time.Millisecond)}, "group": {"node,src,dst,class,proto,peer"}}},
 		{"an empty range", url.Values{"start": {at(-time.Hour)}, "end": {at(-time.Minute)}, "group": {"node"}}},
 	}
