@@ -84,26 +84,9 @@ func (a *aggregator) addBlob(node uint32, t int64, neg bool, blob []byte, r *blo
 		return err
 	}
 	q := a.q
-	n := len(r.addrs)
-	a.ids = a.ids[:0]
-	if a.gSrc || a.gDst || a.gPeer {
-		for _, ad := range r.addrs {
-			id, ok := a.addrIDs[ad]
-			if !ok {
-				id = uint32(len(a.addrs))
-				a.addrIDs[ad] = id
-				a.addrs = append(a.addrs, ad)
-			}
-			a.ids = append(a.ids, id)
-		}
-	}
+	n := uint64(len(r.addrs))
+	a.intern(r.addrs)
 	filterAddr := q.Addr.IsValid()
-	if filterAddr {
-		a.inAddr = a.inAddr[:0]
-		for _, ad := range r.addrs {
-			a.inAddr = append(a.inAddr, q.Addr.Contains(ad))
-		}
-	}
 	base := aggKey{node: node}
 	if q.Bucket > 0 {
 		base.bucket = t - t%int64(q.Bucket)
@@ -114,21 +97,12 @@ func (a *aggregator) addBlob(node uint32, t int64, neg bool, blob []byte, r *blo
 			return errBadBlob
 		}
 		class, proto := Class(b[0]), b[1]
-		b = b[2:]
 		var v [9]uint64
-		for j := range v {
-			if len(b) > 0 && b[0] < 0x80 {
-				v[j], b = uint64(b[0]), b[1:]
-				continue
-			}
-			x, k := binary.Uvarint(b)
-			if k <= 0 {
-				return errBadBlob
-			}
-			v[j], b = x, b[k:]
+		if b, err = readUvarints(b[2:], v[:]); err != nil {
+			return err
 		}
 		si, sp, di, dp := v[0], v[1], v[2], v[3]
-		if si >= uint64(n) || di >= uint64(n) || sp > 0xffff || dp > 0xffff {
+		if si >= n || di >= n || sp > 0xffff || dp > 0xffff {
 			return errBadBlob
 		}
 		if q.Class != 0 && class != q.Class ||
@@ -137,58 +111,105 @@ func (a *aggregator) addBlob(node uint32, t int64, neg bool, blob []byte, r *blo
 			filterAddr && !a.inAddr[si] && !a.inAddr[di] {
 			continue
 		}
-		k := base
-		if a.gClass {
-			k.class = uint8(class)
-		}
-		if a.gProto {
-			k.proto = proto
-		}
-		if a.gSrc {
-			k.src = a.ids[si]
-		}
-		if a.gSport {
-			k.sport = uint16(sp)
-		}
-		if a.gDst {
-			k.dst = a.ids[di]
-		}
-		if a.gDport {
-			k.dport = uint16(dp)
-		}
-		if a.gPeer {
-			if class == ClassPhysical {
-				k.peer = a.ids[si]
-			} else {
-				k.peer = a.ids[di]
-			}
-		}
-		g, ok := a.groups[k]
-		if !ok {
-			g = int32(len(a.counts))
-			a.groups[k] = g
-			a.keys = append(a.keys, k)
-			a.counts = append(a.counts, Counts{})
-		}
-		c := &a.counts[g]
-		if neg {
-			c.TxPkts -= v[4]
-			c.TxBytes -= v[5]
-			c.RxPkts -= v[6]
-			c.RxBytes -= v[7]
-			c.Flows -= v[8]
-		} else {
-			c.TxPkts += v[4]
-			c.TxBytes += v[5]
-			c.RxPkts += v[6]
-			c.RxBytes += v[7]
-			c.Flows += v[8]
-		}
+		a.addRow(base, class, proto, &v, neg)
 	}
 	if len(b) != 0 {
 		return errBadBlob
 	}
 	return nil
+}
+
+// intern maps a blob's addresses to their IDs (a.ids), when the group
+// needs them, and to whether q.Addr holds them (a.inAddr), when it
+// filters by address.
+func (a *aggregator) intern(addrs []netip.Addr) {
+	a.ids = a.ids[:0]
+	if a.gSrc || a.gDst || a.gPeer {
+		for _, ad := range addrs {
+			id, ok := a.addrIDs[ad]
+			if !ok {
+				id = uint32(len(a.addrs))
+				a.addrIDs[ad] = id
+				a.addrs = append(a.addrs, ad)
+			}
+			a.ids = append(a.ids, id)
+		}
+	}
+	if a.q.Addr.IsValid() {
+		a.inAddr = a.inAddr[:0]
+		for _, ad := range addrs {
+			a.inAddr = append(a.inAddr, a.q.Addr.Contains(ad))
+		}
+	}
+}
+
+// readUvarints reads len(v) varints from b into v and returns the rest.
+func readUvarints(b []byte, v []uint64) ([]byte, error) {
+	for j := range v {
+		if len(b) > 0 && b[0] < 0x80 {
+			v[j], b = uint64(b[0]), b[1:]
+			continue
+		}
+		x, k := binary.Uvarint(b)
+		if k <= 0 {
+			return nil, errBadBlob
+		}
+		v[j], b = x, b[k:]
+	}
+	return b, nil
+}
+
+// addRow adds (or, if neg, subtracts) a row's counts to its group: v
+// holds the source and destination address index and port, then the
+// counts; the key is built on top of base.
+func (a *aggregator) addRow(base aggKey, class Class, proto uint8, v *[9]uint64, neg bool) {
+	k := base
+	if a.gClass {
+		k.class = uint8(class)
+	}
+	if a.gProto {
+		k.proto = proto
+	}
+	if a.gSrc {
+		k.src = a.ids[v[0]]
+	}
+	if a.gSport {
+		k.sport = uint16(v[1])
+	}
+	if a.gDst {
+		k.dst = a.ids[v[2]]
+	}
+	if a.gDport {
+		k.dport = uint16(v[3])
+	}
+	if a.gPeer {
+		if class == ClassPhysical {
+			k.peer = a.ids[v[0]]
+		} else {
+			k.peer = a.ids[v[2]]
+		}
+	}
+	g, ok := a.groups[k]
+	if !ok {
+		g = int32(len(a.counts))
+		a.groups[k] = g
+		a.keys = append(a.keys, k)
+		a.counts = append(a.counts, Counts{})
+	}
+	c := &a.counts[g]
+	if neg {
+		c.TxPkts -= v[4]
+		c.TxBytes -= v[5]
+		c.RxPkts -= v[6]
+		c.RxBytes -= v[7]
+		c.Flows -= v[8]
+	} else {
+		c.TxPkts += v[4]
+		c.TxBytes += v[5]
+		c.RxPkts += v[6]
+		c.RxBytes += v[7]
+		c.Flows += v[8]
+	}
 }
 
 // rows returns the sums as rows, unordered, leaving out groups that
