@@ -130,14 +130,14 @@ func follows(first, prev, next tcpSegment, total int) bool {
 	return bytes.Equal(at[0:4], bt[0:4]) && bytes.Equal(at[8:13], bt[8:13]) && bytes.Equal(at[14:16], bt[14:16]) && bytes.Equal(at[18:], bt[18:])
 }
 
-// coalesce builds in one gVisor buffer the merged packet of the run
-// pkts (at least two), which starts with first and ends with last: every
-// segment of a run has first's header length (see follows), so its payload
-// starts there. total is the merged packet's length.
+// coalesce builds in a gVisor buffer the merged packet of the run pkts (at
+// least two), which starts with first and ends with last: every segment
+// of a run has first's header length (see follows), so its payload starts
+// there. total is the merged packet's length. The headers and the payload
+// are in two views (see withHeaders).
 func coalesce(pkts [][]byte, offset int, first, last tcpSegment, total int) buffer.Buffer {
-	v := buffer.NewView(total)
-	v.Write(first.pkt[:first.hdrLen])
-	hdr := v.AsSlice()
+	hv := buffer.NewViewWithData(first.pkt[:first.hdrLen])
+	hdr := hv.AsSlice()
 	if first.ipLen == header.IPv4MinimumSize {
 		h := header.IPv4(hdr)
 		h.SetTotalLength(uint16(total))
@@ -147,10 +147,23 @@ func coalesce(pkts [][]byte, offset int, first, last tcpSegment, total int) buff
 		binary.BigEndian.PutUint16(hdr[4:6], uint16(total-header.IPv6MinimumSize))
 	}
 	header.TCP(hdr[first.ipLen:]).SetFlags(uint8(last.tcp().Flags()))
+	pv := buffer.NewView(total - first.hdrLen)
 	for _, p := range pkts {
-		v.Write(p[offset+first.hdrLen:])
+		pv.Write(p[offset+first.hdrLen:])
 	}
-	return buffer.MakeWithView(v)
+	return withHeaders(hv, pv)
+}
+
+// withHeaders makes a buffer of a view of headers followed by one of
+// payload. Keeping the headers in a chunk of their own matters to gVisor's
+// IP layer: it holds a view of the network header while it reads the
+// header again, and reading a header whose chunk is shared copies the
+// whole chunk first (copy on write): a 64 KiB copy for a merged segment,
+// 2.3% of a bulk transfer's CPU, against a few dozen bytes this way.
+func withHeaders(hv, pv *buffer.View) buffer.Buffer {
+	b := buffer.MakeWithView(hv)
+	b.Append(pv)
+	return b
 }
 
 // deliverBatch hands the packets of bufs (each from offset on) to d, one
@@ -174,21 +187,22 @@ func deliverBatch(d stack.NetworkDispatcher, bufs [][]byte, offset int) int {
 			return i
 		}
 		end := i + 1 // the run is bufs[i:end]
-		var payload buffer.Buffer
-		if first, ok := parseTCPSegment(pkt); ok {
-			last, total := first, len(pkt)
-			for ; end < len(bufs); end++ {
-				next, ok := parseTCPSegment(bufs[end][offset:])
-				if !ok || !follows(first, last, next, total) {
-					break
-				}
-				last, total = next, total+next.payloadLen()
+		first, seg := parseTCPSegment(pkt)
+		last, total := first, len(pkt)
+		for ; seg && end < len(bufs); end++ {
+			next, ok := parseTCPSegment(bufs[end][offset:])
+			if !ok || !follows(first, last, next, total) {
+				break
 			}
-			if end-i > 1 {
-				payload = coalesce(bufs[i:end], offset, first, last, total)
-			}
+			last, total = next, total+next.payloadLen()
 		}
-		if end-i == 1 {
+		var payload buffer.Buffer
+		switch {
+		case end-i > 1:
+			payload = coalesce(bufs[i:end], offset, first, last, total)
+		case seg:
+			payload = withHeaders(buffer.NewViewWithData(pkt[:first.hdrLen]), buffer.NewViewWithData(pkt[first.hdrLen:]))
+		default:
 			payload = buffer.MakeWithData(pkt)
 		}
 		i = end

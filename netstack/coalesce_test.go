@@ -294,3 +294,44 @@ func inputHas(pkts [][]byte, p []byte) bool {
 	}
 	return false
 }
+
+// viewDispatcher records the size of the first view of each packet
+// delivered to it.
+type viewDispatcher struct{ first []int }
+
+func (d *viewDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	views, _ := pkt.AsViewList()
+	d.first = append(d.first, views.Front().Size())
+}
+func (d *viewDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// TestDeliveredHeadersOwnChunk checks that a TCP segment reaches the
+// stack with its headers in a small view (and chunk) of their own, so that
+// gVisor's copy-on-write of a shared header chunk copies the headers, not
+// the payload (see withHeaders).
+func TestDeliveredHeadersOwnChunk(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		merged := run(4, 1368, v6)
+		single := run(1, 1368, v6)
+		hdrLen := len(single[0]) - 1368
+		const offset = 16
+		var bufs [][]byte
+		for _, p := range append(merged, tcpPacket(segSpec{v6: v6, seq: 90000, payload: 700, srcPort: 40001})) {
+			bufs = append(bufs, append(make([]byte, offset), p...))
+		}
+		var d viewDispatcher
+		if n := deliverBatch(&d, bufs, offset); n != len(bufs) {
+			t.Fatalf("v6=%v: deliverBatch = %d", v6, n)
+		}
+		// The first view holds the headers and at most what fills its
+		// small chunk (gVisor's Append tops it up).
+		for _, n := range d.first {
+			if n < hdrLen || n > 2*hdrLen {
+				t.Fatalf("v6=%v: first views %v; want each to hold the %d header bytes in a small chunk, not the payload's", v6, d.first, hdrLen)
+			}
+		}
+		if len(d.first) != 2 {
+			t.Fatalf("v6=%v: %d packets delivered; want 2 (a merged run and a single segment)", v6, len(d.first))
+		}
+	}
+}
