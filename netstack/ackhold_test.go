@@ -1,6 +1,8 @@
 package netstack
 
 import (
+	"io"
+	"net/netip"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -222,4 +224,49 @@ func TestAckHoldCloseReleasesHeld(t *testing.T) {
 		}
 		ack.DecRef()
 	})
+}
+
+// TestAckHoldBetweenStacks runs request/response exchanges between two
+// real stacks (wire): the ACK each side's stack makes for a message is
+// replaced by its answer, so some held ACKs are dropped. (How many depends
+// on scheduling: an answer later than ackHold lets the ACK go.)
+func TestAckHoldBetweenStacks(t *testing.T) {
+	w := newWire(t, []netip.Addr{v4a}, []netip.Addr{v4b})
+	defer w.close()
+	ln, err := w.b.ListenTCP(netip.AddrPortFrom(netip.Addr{}, 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	c, err := w.a.DialContext(t.Context(), "tcp", "10.1.0.2:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := make([]byte, 64)
+	const exchanges = 200
+	for range exchanges {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	ln.Close()
+	dropped := w.a.AcksHeldBack() + w.b.AcksHeldBack()
+	w.mu.Lock()
+	sent := w.packets[0] + w.packets[1]
+	w.mu.Unlock()
+	t.Logf("%d exchanges: %d packets crossed, %d ACKs dropped", exchanges, sent, dropped)
+	if dropped == 0 {
+		t.Fatalf("no ACK was dropped in %d exchanges (%d packets crossed)", exchanges, sent)
+	}
 }
