@@ -168,7 +168,7 @@ func interopFlowLogTruth(ctx context.Context, t *testing.T, env interopTruthEnv)
 	}
 	out, err := testnet.Output(ctx, 15*time.Second, "ip", "netns", "exec", env.nsB, "curl", "-sS", "-g", "--max-time", "10",
 		"-H", "Expect:", "--data-binary", "@"+upload, "http://["+interopTunA6+"]/upload")
-	if want := fmt.Sprintf("got %d %x\n", len(big), sha256.Sum256(big)); err != nil || out != want {
+	if want := fmt.Sprintf("sidecar got %d %x\n", len(big), sha256.Sum256(big)); err != nil || out != want {
 		t.Fatalf("kernel side's upload of 1 MiB: %v, the sidecar answered %q; want %q", err, out, want)
 	}
 

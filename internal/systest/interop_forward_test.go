@@ -50,8 +50,9 @@ BindAddress = 127.0.0.1:%d
 `, interopFwdPort, interopLocalAppPort, interopFwdRefusedPort, interopClosedPort, interopSocksPort)
 }
 
-// interopHTTPHandler serves the forwards test's HTTP endpoints, for the
-// local app in nsA and the kernel side's server in nsB alike: "/" answers
+// interopHTTPHandler serves the interop tests' HTTP endpoints, for the
+// sidecar's tunnel port 80, the local app in nsA and the kernel side's
+// server in nsB alike: "/" answers
 // "<who> saw <peer address>", /big is interopBigBody, and /upload answers
 // "<who> got <n> <sha256>" of the request body.
 func interopHTTPHandler(who string) http.Handler {

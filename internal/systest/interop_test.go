@@ -393,20 +393,7 @@ func interopSidecarChild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	big := interopBigBody()
-	mux := http.NewServeMux()
-	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) { w.Write(big) })
-	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
-		h := sha256.New()
-		n, err := io.Copy(h, r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		fmt.Fprintf(w, "got %d %x\n", n, h.Sum(nil))
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "sidecar saw %s\n", r.RemoteAddr) })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: interopHTTPHandler("sidecar"), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan struct{})
 	go func() { defer close(served); srv.Serve(ln) }()
 	report("READY %s %d", node.PublicKey(), node.ListenPort())
