@@ -25,7 +25,7 @@ import (
 type upPair struct {
 	Forward, Socks string
 	a, b           *exec.Cmd
-	logs           [2]*syncBuffer
+	logs           [2]*testnet.Buffer
 }
 
 // startUpPair starts the pair and waits until a connection goes through.
@@ -60,7 +60,7 @@ func startUpPair(tb testing.TB) *upPair {
 		}
 		cmd := exec.Command(os.Args[0], "up", "-c", f, "--log-level", "warn")
 		cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
-		p.logs[i] = &syncBuffer{}
+		p.logs[i] = &testnet.Buffer{}
 		cmd.Stderr = p.logs[i]
 		if err := cmd.Start(); err != nil {
 			tb.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -171,7 +170,7 @@ Endpoint = 127.0.0.1:9
 
 	cmd := exec.Command(os.Args[0], "up", "-c", file, "--log-level", "debug")
 	cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
-	var stderr syncBuffer
+	var stderr testnet.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -235,24 +234,6 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestUpSTDIOTunnel runs `sidecar up` with wireproxy's [STDIOTunnel] as a
@@ -325,7 +306,7 @@ func TestCollectCommand(t *testing.T) {
 	ln.Close()
 	cmd := exec.Command(os.Args[0], "collect", "--listen", addr, "--data", filepath.Join(dir, "data"), "--token-file", tokenFile)
 	cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
-	var stderr syncBuffer
+	var stderr testnet.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -397,7 +378,7 @@ func TestCollectCommand(t *testing.T) {
 func TestDemoServe(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "demo", "--serve", "--bytes", "1048576")
 	cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
-	var stdout, stderr syncBuffer
+	var stdout, stderr testnet.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

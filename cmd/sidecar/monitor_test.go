@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wgsidecar/sidecar/internal/testnet"
 )
 
 // runMonitor runs `sidecar monitor args...` in the background while ping
@@ -19,7 +21,7 @@ func runMonitor(t *testing.T, args ...string) (code int, stdout, stderr string) 
 	t.Helper()
 	nodes, _, sock := statusNodes(t)
 	a := nodes[0]
-	var out, errb syncBuffer
+	var out, errb testnet.Buffer
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		code = run(append([]string{"monitor", "--socket", sock}, args...), strings.NewReader(""), &out, &errb)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wgsidecar/sidecar/internal/testnet"
 )
 
 // startCollectProcess runs `sidecar collect` with args as a process on a
@@ -29,7 +31,7 @@ func startCollectProcess(t *testing.T, args ...string) string {
 	ln.Close()
 	cmd := exec.Command(os.Args[0], append([]string{"collect", "--listen", addr}, args...)...)
 	cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
-	var stderr syncBuffer
+	var stderr testnet.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wgsidecar/sidecar/control"
+	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
@@ -71,7 +72,7 @@ Socket = %s
 	}
 	cmd := exec.Command(os.Args[0], "up", "-c", file)
 	cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
-	var stderr syncBuffer
+	var stderr testnet.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
