@@ -5,19 +5,18 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/wgsidecar/sidecar/internal/testnet"
+	"github.com/wgsidecar/sidecar/internal/wggo"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -32,22 +31,9 @@ import (
 
 const wggoKind = "wggo-kernel"
 
-// wggoReason says why the wggo-kernel row cannot run here, or "".
-var wggoReason = sync.OnceValue(func() string {
-	if os.Geteuid() != 0 {
-		return "needs root (network namespaces, TUN interfaces)"
-	}
-	for _, tool := range []string{"ip", "wg", "wireguard-go"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return tool + " is not installed (Debian packages wireguard-go, wireguard-tools, iproute2)"
-		}
-	}
-	return ""
-})
-
 // benchKinds is pairKinds, with the wggo-kernel row where it can run.
 func benchKinds(b *testing.B) []string {
-	if why := wggoReason(); why != "" {
+	if why := wggo.Missing(); why != "" {
 		b.Logf("impl=%s left out: %s", wggoKind, why)
 		return pairKinds
 	}
@@ -139,37 +125,18 @@ func wggoNet(b *testing.B) benchNet {
 	}
 }
 
-// startWireguardGo runs wireguard-go in the foreground in namespace ns,
-// creating TUN interface dev, until the benchmark ends.
+// startWireguardGo runs wireguard-go (wggo.Start) for the benchmark and
+// counts its CPU time in readUsage while the benchmark runs.
 func startWireguardGo(b *testing.B, ns, dev string) {
-	cmd := exec.Command("ip", "netns", "exec", ns, "wireguard-go", "-f", dev)
-	cmd.Env = append(os.Environ(), "WG_PROCESS_FOREGROUND=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	var out testnet.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("starting wireguard-go: %v", err)
-	}
+	pid := wggo.Start(b, ns, dev)
+	wggoMu.Lock()
+	wggoPids = append(wggoPids, pid)
+	wggoMu.Unlock()
 	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
 		wggoMu.Lock()
 		wggoPids = nil
 		wggoMu.Unlock()
 	})
-	sock := "/var/run/wireguard/" + dev + ".sock"
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("wireguard-go did not create %s: %s", sock, out.String())
-		}
-	}
-	// ip netns exec execs wireguard-go in place: same pid.
-	wggoMu.Lock()
-	wggoPids = append(wggoPids, cmd.Process.Pid)
-	wggoMu.Unlock()
 }
 
 // netnsHandle runs functions with the calling goroutine's thread inside a

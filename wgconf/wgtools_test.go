@@ -2,15 +2,14 @@ package wgconf
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/wgsidecar/sidecar/internal/wggo"
 )
 
 // TestWGTools feeds WGQuick's output to the real wireguard-tools: `wg-quick
@@ -19,13 +18,8 @@ import (
 // of the test's own. The interface is never brought up and its namespace
 // has only a loopback that is down, so nothing is sent anywhere.
 func TestWGTools(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace and a wireguard-go interface")
-	}
-	for _, tool := range []string{"wg", "wg-quick", "wireguard-go", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not on PATH: %v", tool, err)
-		}
+	if why := wggo.Missing("wg-quick"); why != "" {
+		t.Skip(why)
 	}
 
 	c := parseGood(t)
@@ -62,39 +56,7 @@ func TestWGTools(t *testing.T) {
 		}
 	})
 
-	var wgLog bytes.Buffer
-	wgGo := exec.Command("ip", "netns", "exec", netns, "wireguard-go", "-f", ifname)
-	wgGo.Env = append(os.Environ(), "WG_PROCESS_FOREGROUND=1")
-	wgGo.Stdout, wgGo.Stderr = &wgLog, &wgLog
-	if err := wgGo.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join("/var/run/wireguard", ifname+".sock")
-	t.Cleanup(func() {
-		// ip netns exec execs wireguard-go in place: this is its PID.
-		_ = wgGo.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- wgGo.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = wgGo.Process.Kill()
-			<-done
-		}
-		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("removing %s: %v", sock, err)
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("wireguard-go did not create %s:\n%s", sock, wgLog.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wggo.Start(t, netns, ifname)
 
 	run(t, "ip", "netns", "exec", netns, "wg", "setconf", ifname, strippedFile)
 	shown := run(t, "ip", "netns", "exec", netns, "wg", "showconf", ifname)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/internal/testnet"
+	"github.com/wgsidecar/sidecar/internal/wggo"
 	"github.com/wgsidecar/sidecar/wgconf"
 )
 
@@ -79,13 +79,8 @@ func TestInteropKernelWireGuard(t *testing.T) {
 		t.Fatalf("%s=%q: unknown role", interopRoleEnv, role)
 	}
 
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, a veth pair and a wireguard-go interface")
-	}
-	for _, tool := range []string{"ip", "wg", "wireguard-go", "curl", "ping"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not on PATH: %v", tool, err)
-		}
+	if why := wggo.Missing("curl", "ping"); why != "" {
+		t.Skip(why)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -100,15 +95,7 @@ func TestInteropKernelWireGuard(t *testing.T) {
 	// Names unique to this process: /var/run/wireguard and the namespace
 	// and interface names are shared by the whole machine.
 	wgIf := fmt.Sprintf("wsik%d", testnet.ID())
-	sock := filepath.Join("/var/run/wireguard", wgIf+".sock")
 	dir := t.TempDir()
-
-	// Registered before the underlay, so it runs after its removal.
-	t.Cleanup(func() {
-		if _, err := os.Stat(sock); err == nil {
-			t.Errorf("%s left behind", sock)
-		}
-	})
 
 	// --- The underlay: two namespaces and a veth pair between them. ---
 	u := testnet.NewUnderlay(ctx, t, "interop", "wsi")
@@ -145,24 +132,7 @@ func TestInteropKernelWireGuard(t *testing.T) {
 	// enough that what the sidecar has in flight fits in it. (The default
 	// socket buffer itself is read-only in a namespace.)
 	testnet.Run(ctx, t, "ip", "netns", "exec", nsB, "sh", "-c", "echo 4096 65536 65536 > /proc/sys/net/ipv4/tcp_rmem")
-	wgGo := interopStart(ctx, t, "wireguard-go", []string{"WG_PROCESS_FOREGROUND=1"},
-		"ip", "netns", "exec", nsB, "wireguard-go", "-f", wgIf)
-	t.Cleanup(func() {
-		wgGo.stop(t, syscall.SIGTERM)
-		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("removing %s: %v", sock, err)
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("wireguard-go did not create %s", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wggo.Start(t, nsB, wgIf)
 	// No Endpoint: the kernel side must learn the sidecar's address from
 	// the sidecar's handshake.
 	kernelConf := filepath.Join(dir, "kernel.conf")
@@ -566,8 +536,8 @@ func interopStart(ctx context.Context, t *testing.T, name string, env []string, 
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.errb
 	p.cmd.WaitDelay = 5 * time.Second
 	// Should the test binary die without running its cleanups (a
-	// -timeout panic), the child goes too. SIGTERM lets wireguard-go
-	// remove its socket.
+	// -timeout panic), the child goes too, and may clean up after
+	// itself on SIGTERM.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
