@@ -13,7 +13,6 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
-	"github.com/wgsidecar/sidecar/wgconf"
 )
 
 // TestEndpointMoves follows a peer that moves, on loopback only.
@@ -39,16 +38,9 @@ func TestEndpointMoves(t *testing.T) {
 }
 
 func endpointMoves(t *testing.T) {
-	var keys [2]wgconf.PrivateKey
-	for i := range keys {
-		keys[i], _ = wgconf.GeneratePrivateKey()
-	}
-	aAddr, bAddr := netip.MustParsePrefix("10.99.0.1/32"), netip.MustParsePrefix("10.99.0.2/32")
-	bCfg := &wgconf.Config{
-		Interface: wgconf.Interface{PrivateKey: keys[1], MTU: 1420, Addresses: []netip.Prefix{bAddr}},
-		// No endpoint for a: b only answers where a's packets come from.
-		Peers: []wgconf.Peer{{PublicKey: keys[0].Public(), AllowedIPs: []netip.Prefix{aAddr}}},
-	}
+	// No endpoint for a in b's file: b only answers where a's packets
+	// come from.
+	aCfg, bCfg := pairConfigs(t)
 	b, err := sidecar.Start(bCfg, sidecar.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -61,13 +53,8 @@ func endpointMoves(t *testing.T) {
 	var resolvesTo atomic.Pointer[netip.Addr]
 	first := netip.MustParseAddr("127.0.0.2")
 	resolvesTo.Store(&first)
-	a, err := sidecar.Start(&wgconf.Config{
-		Interface: wgconf.Interface{PrivateKey: keys[0], MTU: 1420, Addresses: []netip.Prefix{aAddr}},
-		Peers: []wgconf.Peer{{
-			PublicKey: keys[1].Public(), AllowedIPs: []netip.Prefix{bAddr},
-			Endpoint: fmt.Sprintf("peer.test:%d", port),
-		}},
-	}, sidecar.Options{
+	aCfg.Peers[0].Endpoint = fmt.Sprintf("peer.test:%d", port)
+	a, err := sidecar.Start(aCfg, sidecar.Options{
 		Logger:   testLogger(t),
 		Watchdog: time.Second,
 		LookupEndpoint: func(ctx context.Context, host string) ([]netip.Addr, error) {

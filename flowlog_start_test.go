@@ -3,13 +3,11 @@ package sidecar_test
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/netlog"
-	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wrap"
 )
 
@@ -18,24 +16,15 @@ import (
 // counts it (148 B) and the response (92 B), as a capture of the wire
 // would, because counting starts before the socket's first packet (#15).
 func TestFlowLogCountsFromFirstPacket(t *testing.T) {
-	var keys [2]wgconf.PrivateKey
-	for i := range keys {
-		keys[i], _ = wgconf.GeneratePrivateKey()
-	}
-	b, err := sidecar.Start(&wgconf.Config{
-		Interface: wgconf.Interface{PrivateKey: keys[1], MTU: 1420, Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}},
-		Peers:     []wgconf.Peer{{PublicKey: keys[0].Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}}},
-	}, sidecar.Options{})
+	aCfg, bCfg := pairConfigs(t)
+	b, err := sidecar.Start(bCfg, sidecar.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	sink := &netlog.MemorySink{}
-	a, err := sidecar.Start(&wgconf.Config{
-		Interface: wgconf.Interface{PrivateKey: keys[0], MTU: 1420, Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}},
-		Peers: []wgconf.Peer{{PublicKey: keys[1].Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")},
-			Endpoint: fmt.Sprintf("127.0.0.1:%d", b.ListenPort())}},
-	}, sidecar.Options{FlowSink: sink})
+	aCfg.Peers[0].Endpoint = fmt.Sprintf("127.0.0.1:%d", b.ListenPort())
+	a, err := sidecar.Start(aCfg, sidecar.Options{FlowSink: sink})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -192,6 +192,28 @@ func reloadDuringTransfer(t *testing.T) {
 
 // testLogger logs to the test's output: warnings and errors, or the level
 // WGSIDECAR_TEST_LOG names.
+// pairConfigs returns the configurations of two nodes that are each
+// other's peer, a (10.99.0.1) and b (10.99.0.2), with no endpoint for
+// either: callers give a (or b) the other's address.
+func pairConfigs(t *testing.T) (a, b *wgconf.Config) {
+	var keys [2]wgconf.PrivateKey
+	for i := range keys {
+		k, err := wgconf.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[i] = k
+	}
+	addrs := [2]netip.Prefix{netip.MustParsePrefix("10.99.0.1/32"), netip.MustParsePrefix("10.99.0.2/32")}
+	config := func(i int) *wgconf.Config {
+		return &wgconf.Config{
+			Interface: wgconf.Interface{PrivateKey: keys[i], MTU: 1420, Addresses: []netip.Prefix{addrs[i]}},
+			Peers:     []wgconf.Peer{{PublicKey: keys[1-i].Public(), AllowedIPs: []netip.Prefix{addrs[1-i]}}},
+		}
+	}
+	return config(0), config(1)
+}
+
 func testLogger(t *testing.T) *slog.Logger {
 	level := slog.LevelWarn
 	if v := os.Getenv("WGSIDECAR_TEST_LOG"); v != "" {

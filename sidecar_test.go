@@ -330,14 +330,8 @@ func serveDNS(pc net.PacketConn, queries *atomic.Int32, records map[string][]net
 // has no handshake the name is looked up again; once it resolves, traffic
 // flows.
 func TestEndpointNameReresolved(t *testing.T) {
-	keys := [2]wgconf.PrivateKey{}
-	for i := range keys {
-		keys[i], _ = wgconf.GeneratePrivateKey()
-	}
-	b, err := sidecar.Start(&wgconf.Config{
-		Interface: wgconf.Interface{PrivateKey: keys[1], MTU: 1420, Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")}},
-		Peers:     []wgconf.Peer{{PublicKey: keys[0].Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}}},
-	}, sidecar.Options{})
+	aCfg, bCfg := pairConfigs(t)
+	b, err := sidecar.Start(bCfg, sidecar.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,14 +345,8 @@ func TestEndpointNameReresolved(t *testing.T) {
 
 	var resolvable atomic.Bool
 	var lookups atomic.Int32
-	a, err := sidecar.Start(&wgconf.Config{
-		Interface: wgconf.Interface{PrivateKey: keys[0], MTU: 1420, Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}},
-		Peers: []wgconf.Peer{{
-			PublicKey:  keys[1].Public(),
-			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/32")},
-			Endpoint:   fmt.Sprintf("peer.test:%d", b.ListenPort()),
-		}},
-	}, sidecar.Options{
+	aCfg.Peers[0].Endpoint = fmt.Sprintf("peer.test:%d", b.ListenPort())
+	a, err := sidecar.Start(aCfg, sidecar.Options{
 		StaleHandshake: 400 * time.Millisecond,
 		LookupEndpoint: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			lookups.Add(1)
