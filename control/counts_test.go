@@ -30,10 +30,7 @@ func TestControlStatusCountsEveryListener(t *testing.T) {
 			cfg.TCPServerTunnels = []wgconf.TCPServerTunnel{{ListenPort: 8090, Target: hostEcho}}
 		}
 	})
-	listen := map[string]string{}
-	for _, l := range status(t, socks[0]).Listeners {
-		listen[l.Kind] = l.Listen
-	}
+	listen := testnet.Listeners(t, socks[0])
 	echo := func(c net.Conn, r *bufio.Reader) {
 		t.Helper()
 		c.SetDeadline(time.Now().Add(10 * time.Second))

@@ -14,7 +14,6 @@ import (
 	xproxy "golang.org/x/net/proxy"
 
 	"github.com/wgsidecar/sidecar"
-	"github.com/wgsidecar/sidecar/control"
 	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
@@ -51,19 +50,8 @@ func TestConfigConnectionLimits(t *testing.T) {
 	}
 	defer ln.Close()
 	testnet.Serve(t, ln, testnet.Echo)
-	st, err := control.NewClient(a.ControlSocket()).Status(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fwd, socks string
-	for _, l := range st.Listeners {
-		switch l.Kind {
-		case "tcp local-to-tunnel":
-			fwd = l.Listen
-		case "socks5":
-			socks = l.Listen
-		}
-	}
+	listen := testnet.Listeners(t, a.ControlSocket())
+	fwd, socks := listen["tcp local-to-tunnel"], listen["socks5"]
 	socksDialer, err := xproxy.SOCKS5("tcp", socks, nil, &net.Dialer{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

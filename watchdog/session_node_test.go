@@ -2,7 +2,6 @@ package watchdog_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wgsidecar/sidecar/control"
 	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
@@ -73,19 +71,8 @@ func TestNoSessionFailsProxyClients(t *testing.T) {
 		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.50/32")}}}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := control.NewClient(sock).Status(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var socks, web string
-	for _, l := range st.Listeners {
-		switch l.Kind {
-		case "socks5":
-			socks = l.Listen
-		case "http":
-			web = l.Listen
-		}
-	}
+	listen := testnet.Listeners(t, sock)
+	socks, web := listen["socks5"], listen["http"]
 
 	start := time.Now()
 	c, err := net.Dial("tcp", socks)
