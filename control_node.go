@@ -129,14 +129,12 @@ func (n *Node) deviceMetrics() []metrics.Family {
 	n.mu.Unlock()
 	info := metrics.Family{Name: "wgsidecar_info", Type: metrics.Gauge, Help: "The node's identity; the value is always 1."}
 	info.Add(1, "public_key", n.public.String(), "node_id", n.flowNodeID())
-	start := metrics.Family{Name: "wgsidecar_start_time_seconds", Type: metrics.Gauge, Help: "When the node started, in seconds since the Unix epoch."}
-	start.Add(float64(started.UnixNano()) / 1e9)
+	start := metrics.One("wgsidecar_start_time_seconds", metrics.Gauge, "When the node started, in seconds since the Unix epoch.", float64(started.UnixNano())/1e9)
 	peers, err := n.Peers()
 	if err != nil {
 		return []metrics.Family{info, start}
 	}
-	count := metrics.Family{Name: "wgsidecar_peers", Type: metrics.Gauge, Help: "Configured WireGuard peers."}
-	count.Add(float64(len(peers)))
+	count := metrics.One("wgsidecar_peers", metrics.Gauge, "Configured WireGuard peers.", float64(len(peers)))
 	rx := metrics.Family{Name: "wgsidecar_peer_receive_bytes_total", Type: metrics.Counter, Help: "Bytes received from the peer on the WireGuard socket, as the device counts them."}
 	tx := metrics.Family{Name: "wgsidecar_peer_transmit_bytes_total", Type: metrics.Counter, Help: "Bytes sent to the peer on the WireGuard socket, as the device counts them."}
 	last := metrics.Family{Name: "wgsidecar_peer_last_handshake_timestamp_seconds", Type: metrics.Gauge, Help: "Time of the peer's latest handshake in seconds since the Unix epoch; 0 if none yet."}

@@ -64,6 +64,14 @@ func (f *Family) Add(value float64, labels ...string) {
 	f.Samples = append(f.Samples, s)
 }
 
+// One returns a family of a single sample without labels: a counter or
+// gauge that is one number.
+func One(name string, typ Type, help string, value float64) Family {
+	f := Family{Name: name, Type: typ, Help: help}
+	f.Add(value)
+	return f
+}
+
 // Write writes families to w in the text exposition format, in the order
 // given. It refuses (before writing anything) a family with an invalid or
 // repeated name, an unknown type, or a sample with an invalid or repeated

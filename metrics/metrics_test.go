@@ -18,9 +18,10 @@ func TestWrite(t *testing.T) {
 	age.Add(math.Inf(1))
 	age.Add(1.5, "x", "")
 	empty := Family{Name: "demo:empty", Type: Gauge, Help: ""}
+	one := One("demo_peers", Gauge, "Peers.", 3)
 
 	var b strings.Builder
-	if err := Write(&b, []Family{rx, age, empty}); err != nil {
+	if err := Write(&b, []Family{rx, age, empty, one}); err != nil {
 		t.Fatal(err)
 	}
 	want := `# HELP demo_receive_bytes_total Bytes received from a peer.
@@ -33,6 +34,9 @@ demo_age_seconds +Inf
 demo_age_seconds{x=""} 1.5
 # HELP demo:empty
 # TYPE demo:empty gauge
+# HELP demo_peers Peers.
+# TYPE demo_peers gauge
+demo_peers 3
 `
 	if got := b.String(); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)

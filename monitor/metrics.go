@@ -16,18 +16,15 @@ func (m *Monitor) RegisterMetrics(r *metrics.Registry, st *netstack.Stack) {
 			sd.Add(float64(st.Drops(d)), "reason", r.String())
 		}
 		mc := m.Counts()
-		listeners := metrics.Family{Name: "wgsidecar_monitor_listeners", Type: metrics.Gauge, Help: "Monitor listeners attached (sidecar monitor sessions)."}
-		listeners.Add(float64(mc.Listeners))
-		lost := metrics.Family{Name: "wgsidecar_monitor_lost_events_total", Type: metrics.Counter, Help: "Monitor events that listeners missed because their queue was full (each reported to its listener)."}
-		lost.Add(float64(mc.Lost))
+		listeners := metrics.One("wgsidecar_monitor_listeners", metrics.Gauge, "Monitor listeners attached (sidecar monitor sessions).", float64(mc.Listeners))
+		lost := metrics.One("wgsidecar_monitor_lost_events_total", metrics.Counter, "Monitor events that listeners missed because their queue was full (each reported to its listener).", float64(mc.Lost))
 		refused := metrics.Family{Name: "wgsidecar_connections_refused_total", Type: metrics.Counter, Help: "Connections the proxies and forwards refused, by drop reason."}
 		for _, r := range Reasons() {
 			if v := mc.Refused[r]; v > 0 {
 				refused.Add(float64(v), "reason", r.String())
 			}
 		}
-		connErrors := metrics.Family{Name: "wgsidecar_connection_errors_total", Type: metrics.Counter, Help: "Connections the proxies and forwards accepted but could not relay (the dial of their target failed)."}
-		connErrors.Add(float64(mc.ConnErrors))
+		connErrors := metrics.One("wgsidecar_connection_errors_total", metrics.Counter, "Connections the proxies and forwards accepted but could not relay (the dial of their target failed).", float64(mc.ConnErrors))
 		return []metrics.Family{sd, listeners, lost, refused, connErrors}
 	})
 }

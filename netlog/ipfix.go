@@ -130,11 +130,8 @@ func openIPFIX(x *wgconf.IPFIX, nodeID string, log *slog.Logger) (*ipfix.Exporte
 // ipfixMetrics are the export's counters.
 func ipfixMetrics(exp *ipfix.Exporter) []metrics.Family {
 	st := exp.Stats()
-	m := metrics.Family{Name: "wgsidecar_ipfix_messages_total", Type: metrics.Counter, Help: "IPFIX messages sent to the collector, template messages included."}
-	m.Add(float64(st.Messages))
-	r := metrics.Family{Name: "wgsidecar_ipfix_records_total", Type: metrics.Counter, Help: "IPFIX data records sent to the collector (one per direction of a flow in a window)."}
-	r.Add(float64(st.Records))
-	e := metrics.Family{Name: "wgsidecar_ipfix_export_errors_total", Type: metrics.Counter, Help: "Flow-log messages whose IPFIX export failed in whole or in part."}
-	e.Add(float64(st.Errors))
+	m := metrics.One("wgsidecar_ipfix_messages_total", metrics.Counter, "IPFIX messages sent to the collector, template messages included.", float64(st.Messages))
+	r := metrics.One("wgsidecar_ipfix_records_total", metrics.Counter, "IPFIX data records sent to the collector (one per direction of a flow in a window).", float64(st.Records))
+	e := metrics.One("wgsidecar_ipfix_export_errors_total", metrics.Counter, "Flow-log messages whose IPFIX export failed in whole or in part.", float64(st.Errors))
 	return []metrics.Family{m, r, e}
 }

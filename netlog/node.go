@@ -220,12 +220,9 @@ func (nl *NodeLog) Recent() *Recent { return nl.recent }
 func (nl *NodeLog) RegisterMetrics(r *metrics.Registry) {
 	r.Register(func() []metrics.Family {
 		windows, messages := nl.recent.Counts()
-		w := metrics.Family{Name: "wgsidecar_flowlog_windows_total", Type: metrics.Counter, Help: "Flow-log windows with traffic written (empty windows write nothing)."}
-		w.Add(float64(windows))
-		m := metrics.Family{Name: "wgsidecar_flowlog_messages_total", Type: metrics.Counter, Help: "Flow-log messages written (a large window is split into several)."}
-		m.Add(float64(messages))
-		e := metrics.Family{Name: "wgsidecar_flowlog_early_cuts_total", Type: metrics.Counter, Help: "Flow-log windows cut before their time because a flow table filled up."}
-		e.Add(float64(nl.EarlyCuts()))
+		w := metrics.One("wgsidecar_flowlog_windows_total", metrics.Counter, "Flow-log windows with traffic written (empty windows write nothing).", float64(windows))
+		m := metrics.One("wgsidecar_flowlog_messages_total", metrics.Counter, "Flow-log messages written (a large window is split into several).", float64(messages))
+		e := metrics.One("wgsidecar_flowlog_early_cuts_total", metrics.Counter, "Flow-log windows cut before their time because a flow table filled up.", float64(nl.EarlyCuts()))
 		size := metrics.Family{Name: "wgsidecar_flowlog_window_flows", Type: metrics.Gauge, Help: "Flows in the current flow-log window so far (the size of its flow tables), by layer."}
 		v, p := nl.Flows()
 		size.Add(float64(v), "layer", "virtual")

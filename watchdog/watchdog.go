@@ -132,12 +132,9 @@ func (w *Watchdog) Close() error {
 // RegisterMetrics registers the watchdog's counters on r.
 func (w *Watchdog) RegisterMetrics(r *metrics.Registry) {
 	r.Register(func() []metrics.Family {
-		rec := metrics.Family{Name: "wgsidecar_watchdog_recoveries_total", Type: metrics.Counter, Help: "Times the watchdog acted for a peer with traffic waiting and no handshake (re-resolve, re-handshake)."}
-		rec.Add(float64(w.recoveries.Load()))
-		rebinds := metrics.Family{Name: "wgsidecar_watchdog_socket_reopens_total", Type: metrics.Counter, Help: "Times the watchdog reopened the WireGuard UDP socket because sends were failing."}
-		rebinds.Add(float64(w.rebinds.Load()))
-		moved := metrics.Family{Name: "wgsidecar_watchdog_endpoint_moves_total", Type: metrics.Counter, Help: "Times the watchdog's re-resolution pointed a peer at a new address."}
-		moved.Add(float64(w.moved.Load()))
+		rec := metrics.One("wgsidecar_watchdog_recoveries_total", metrics.Counter, "Times the watchdog acted for a peer with traffic waiting and no handshake (re-resolve, re-handshake).", float64(w.recoveries.Load()))
+		rebinds := metrics.One("wgsidecar_watchdog_socket_reopens_total", metrics.Counter, "Times the watchdog reopened the WireGuard UDP socket because sends were failing.", float64(w.rebinds.Load()))
+		moved := metrics.One("wgsidecar_watchdog_endpoint_moves_total", metrics.Counter, "Times the watchdog's re-resolution pointed a peer at a new address.", float64(w.moved.Load()))
 		return []metrics.Family{rec, rebinds, moved}
 	})
 }
