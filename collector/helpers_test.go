@@ -2,9 +2,7 @@ package collector
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -193,12 +191,6 @@ func bombFrame(prefix []byte, fill byte, n int64, suffix []byte, declare bool) [
 	}
 	blockHeader(true, 0, len(suffix))
 	return append(f, suffix...)
-}
-
-func publicOf(privHex string) string {
-	b, _ := hex.DecodeString(privHex)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }
 
 // diffLines returns "" if got equals want, else both, one item a line,
