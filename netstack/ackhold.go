@@ -199,7 +199,3 @@ func (l *link) releaseHeld() {
 		l.signal()
 	}
 }
-
-// AcksHeldBack reports how many pure ACKs the stack's link dropped because
-// a later packet of the same flow acknowledged as much (see ackhold.go).
-func (ns *Stack) AcksHeldBack() uint64 { return ns.link.acksDropped.Load() }

@@ -261,7 +261,7 @@ func TestAckHoldBetweenStacks(t *testing.T) {
 	}
 	c.Close()
 	ln.Close()
-	dropped := w.a.AcksHeldBack() + w.b.AcksHeldBack()
+	dropped := w.a.link.acksDropped.Load() + w.b.link.acksDropped.Load()
 	w.mu.Lock()
 	sent := w.packets[0] + w.packets[1]
 	w.mu.Unlock()
