@@ -195,7 +195,5 @@ func (l *link) releaseHeld() {
 	l.nheld = 0
 	queued := l.count > 0
 	l.mu.Unlock()
-	if wasEmpty && queued {
-		l.signal()
-	}
+	l.afterQueue(wasEmpty, queued)
 }

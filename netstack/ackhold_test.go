@@ -231,7 +231,11 @@ func TestAckHoldCloseReleasesHeld(t *testing.T) {
 // replaced by its answer, so some held ACKs are dropped. (How many depends
 // on scheduling: an answer later than ackHold lets the ACK go.)
 func TestAckHoldBetweenStacks(t *testing.T) {
-	w := newWire(t, []netip.Addr{v4a}, []netip.Addr{v4b})
+	t.Run("read", func(t *testing.T) { testAckHoldBetween(t, newWire(t, []netip.Addr{v4a}, []netip.Addr{v4b})) })
+	t.Run("push", func(t *testing.T) { testAckHoldBetween(t, newPushWire(t, []netip.Addr{v4a}, []netip.Addr{v4b})) })
+}
+
+func testAckHoldBetween(t *testing.T, w *wire) {
 	defer w.close()
 	ln, err := w.b.ListenTCP(netip.AddrPortFrom(netip.Addr{}, 7))
 	if err != nil {

@@ -69,6 +69,9 @@ type link struct {
 	// from its pendingNext-th packet on; only Read's goroutine uses them.
 	pending     *stack.PacketBuffer
 	pendingNext int
+
+	// push, once set, sends packets as they are queued (push.go).
+	push atomic.Pointer[pusher]
 }
 
 var (
@@ -165,9 +168,7 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 			l.refused(DropQueueFull, pkt)
 		}
 	}
-	if wasEmpty && queued {
-		l.signal()
-	}
+	l.afterQueue(wasEmpty, queued)
 	if n == 0 {
 		return 0, &tcpip.ErrNoBufferSpace{}
 	}
@@ -222,35 +223,38 @@ func (d device) Write(bufs [][]byte, offset int) (int, error) { return d.l.write
 // buffers, and what does not fit is kept (l.pending) for the next call. It
 // blocks until at least one packet is queued or the device is closed.
 func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	room := min(len(bufs), batchSize)
-	if room == 0 {
+	if min(len(bufs), batchSize) == 0 {
 		return 0, nil
 	}
+	for {
+		if n := l.readNow(bufs, sizes, offset); n > 0 {
+			return n, nil
+		}
+		l.mu.Lock()
+		closed, empty := l.closed, l.count == 0
+		l.mu.Unlock()
+		if closed {
+			return 0, os.ErrClosed
+		}
+		if empty {
+			<-l.ready
+		}
+	}
+}
+
+// readNow is read without the wait: it returns 0 when nothing is queued.
+// Its caller owns l.pending (Read's goroutine, or the pusher's drainer).
+func (l *link) readNow(bufs [][]byte, sizes []int, offset int) int {
+	room := min(len(bufs), batchSize)
 	out := 0
 	if l.pending != nil {
 		out = l.emitPending(bufs[:room], sizes, offset)
 		if l.pending != nil || out == room {
-			return out, nil
+			return out
 		}
 	}
-
-	for {
-		l.mu.Lock()
-		if l.count > 0 {
-			break
-		}
-		closed := l.closed
-		l.mu.Unlock()
-		if out > 0 {
-			return out, nil
-		}
-		if closed {
-			return 0, os.ErrClosed
-		}
-		<-l.ready
-	}
-	// l.mu is held. Take packets while their MTU-sized packets fit, and
-	// at least one.
+	l.mu.Lock()
+	// Take packets while their MTU-sized packets fit, and at least one.
 	var taken [batchSize]*stack.PacketBuffer
 	budget := room - out
 	n, need := 0, 0
@@ -274,7 +278,7 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		l.pending, l.pendingNext = taken[i], 0
 		out += l.emitPending(bufs[out:room], sizes[out:], offset)
 	}
-	return out, nil
+	return out
 }
 
 // emitPending writes l.pending, from packet l.pendingNext on, into bufs

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,6 +56,8 @@ type wire struct {
 	// MTU, or with a wrong IPv4 header or TCP/UDP checksum (our stacks
 	// do not check: WireGuard authenticates what they receive).
 	bad []string
+	// done ends a push wire's goroutines (newPushWire).
+	done chan struct{}
 }
 
 // checkPacket says what is wrong with pkt, or "" if nothing is.
@@ -96,19 +99,84 @@ func checkPacket(pkt []byte) string {
 
 func newWire(t testing.TB, addrA, addrB []netip.Addr) *wire {
 	t.Helper()
-	a, err := New(Options{Addresses: addrA})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New(Options{Addresses: addrB})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &wire{a: a, b: b}
+	w := &wire{a: newTestStack(t, addrA), b: newTestStack(t, addrB)}
 	w.wg.Add(2)
-	go w.pump(0, a, b)
-	go w.pump(1, b, a)
+	go w.pump(0, w.a, w.b)
+	go w.pump(1, w.b, w.a)
 	return w
+}
+
+// newPushWire is newWire with both stacks in push mode (SetSender): each
+// sender checks and copies its batch, and a goroutine per direction writes
+// the copies into the other stack, as a WireGuard device's receiver would.
+func newPushWire(t testing.TB, addrA, addrB []netip.Addr) *wire {
+	t.Helper()
+	w := &wire{a: newTestStack(t, addrA), b: newTestStack(t, addrB), done: make(chan struct{})}
+	for dir, st := range []*Stack{w.a, w.b} {
+		to := []*Stack{w.b, w.a}[dir]
+		ch := make(chan [][]byte, 64)
+		var sending atomic.Int32
+		st.SetSender(func(bufs [][]byte, offset int) error {
+			if sending.Add(1) > 1 {
+				w.note(dir, 0, []string{"send called concurrently"})
+			}
+			defer sending.Add(-1)
+			out := make([][]byte, len(bufs))
+			var bad []string
+			for i, b := range bufs {
+				if cap(b)-len(b) < pushTail {
+					bad = append(bad, fmt.Sprintf("%d bytes of tail room, want %d", cap(b)-len(b), pushTail))
+				}
+				if msg := checkPacket(b[offset:]); msg != "" {
+					bad = append(bad, msg)
+				}
+				out[i] = append(make([]byte, 0, len(b)), b...)
+			}
+			w.note(dir, len(bufs), bad)
+			select {
+			case ch <- out:
+				return nil
+			case <-w.done:
+				return os.ErrClosed
+			}
+		}, 16, pushTail)
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for {
+				select {
+				case out := <-ch:
+					to.Device().Write(out, 16)
+				case <-w.done:
+					return
+				}
+			}
+		}()
+	}
+	return w
+}
+
+// pushTail is the room beyond each packet a push-mode test sender asks
+// for (WireGuard's padding and tag).
+const pushTail = 31
+
+func newTestStack(t testing.TB, addrs []netip.Addr) *Stack {
+	t.Helper()
+	st, err := New(Options{Addresses: addrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// note records a batch of n packets that crossed in direction dir, and
+// what is wrong with them.
+func (w *wire) note(dir, n int, bad []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.bad = append(w.bad, bad...)
+	w.packets[dir] += n
+	w.maxRead = max(w.maxRead, n)
 }
 
 func (w *wire) pump(dir int, from, to *Stack) {
@@ -133,11 +201,7 @@ func (w *wire) pump(dir int, from, to *Stack) {
 				bad = append(bad, msg)
 			}
 		}
-		w.mu.Lock()
-		w.bad = append(w.bad, bad...)
-		w.packets[dir] += n
-		w.maxRead = max(w.maxRead, n)
-		w.mu.Unlock()
+		w.note(dir, n, bad)
 		if _, err := dst.Write(out, offset); err != nil && !errors.Is(err, os.ErrClosed) {
 			panic(err)
 		}
@@ -147,6 +211,9 @@ func (w *wire) pump(dir int, from, to *Stack) {
 func (w *wire) close() {
 	w.a.Close()
 	w.b.Close()
+	if w.done != nil {
+		close(w.done)
+	}
 	w.wg.Wait()
 }
 
@@ -268,12 +335,14 @@ func TestBulkBatchedAndReleased(t *testing.T) {
 		a, b netip.Addr
 		size int
 	}{{v4a, v4b, 64 << 20}, {v6a, v6b, 8 << 20}} {
-		t.Run(tc.a.String(), func(t *testing.T) { testBulk(t, tc.a, tc.b, tc.size) })
+		t.Run(tc.a.String(), func(t *testing.T) { testBulk(t, newWire(t, []netip.Addr{tc.a}, []netip.Addr{tc.b}), tc.b, tc.size) })
+		t.Run(tc.a.String()+"/push", func(t *testing.T) {
+			testBulk(t, newPushWire(t, []netip.Addr{tc.a}, []netip.Addr{tc.b}), tc.b, tc.size)
+		})
 	}
 }
 
-func testBulk(t *testing.T, a, b netip.Addr, size int) {
-	w := newWire(t, []netip.Addr{a}, []netip.Addr{b})
+func testBulk(t *testing.T, w *wire, b netip.Addr, size int) {
 	to := netip.AddrPortFrom(b, 9)
 	ln, err := w.b.ListenTCP(to)
 	if err != nil {
