@@ -39,14 +39,32 @@ func (t *tunTap) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n, err := t.Device.Read(bufs, sizes, offset)
 	if t.m.Active() {
 		for i := range n {
-			pkt := bufs[i][offset : offset+sizes[i]]
-			t.m.Trace(ToPeer, pkt)
-			if _, dst, _, perr := Inspect(pkt); perr == nil && !t.routed(dst.AsSlice()) {
-				t.m.Drop(ToPeer, NoPeer, pkt)
-			}
+			t.toPeer(bufs[i][offset : offset+sizes[i]])
 		}
 	}
 	return n, err
+}
+
+func (t *tunTap) toPeer(pkt []byte) {
+	t.m.Trace(ToPeer, pkt)
+	if _, dst, _, perr := Inspect(pkt); perr == nil && !t.routed(dst.AsSlice()) {
+		t.m.Drop(ToPeer, NoPeer, pkt)
+	}
+}
+
+// TapSend is TapTUN's Read side for a stack that pushes its packets to
+// WireGuard (netstack.Stack.SetSender): each packet of a batch,
+// bufs[i][offset:], is reported as it goes to send.
+func TapSend(send func(bufs [][]byte, offset int) error, m *Monitor, routed func(dst []byte) bool) func(bufs [][]byte, offset int) error {
+	t := &tunTap{m: m, routed: routed}
+	return func(bufs [][]byte, offset int) error {
+		if m.Active() {
+			for _, b := range bufs {
+				t.toPeer(b[offset:])
+			}
+		}
+		return send(bufs, offset)
+	}
 }
 
 func (t *tunTap) Write(bufs [][]byte, offset int) (int, error) {

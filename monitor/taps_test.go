@@ -83,7 +83,7 @@ func TestParseFilter(t *testing.T) {
 
 // TestTapTUNNoPeer: a packet read from the stack for an address no peer
 // takes is traced and reported dropped (no-peer); one for a routed address
-// only traced.
+// only traced. The same holds for packets the stack pushes (TapSend).
 func TestTapTUNNoPeer(t *testing.T) {
 	pkt := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize)
 	enc := func(dst [4]byte) []byte {
@@ -93,16 +93,36 @@ func TestTapTUNNoPeer(t *testing.T) {
 		return p
 	}
 	routed := netip.MustParseAddr("10.0.0.2")
-	src := &queueTUN{pkts: [][]byte{enc([4]byte{10, 0, 0, 2}), enc([4]byte{10, 0, 0, 9})}}
-	var m Monitor
-	l := m.Listen(16, Filter{})
-	defer l.Close()
-	tap := TapTUN(src, &m, func(dst []byte) bool { a, _ := netip.AddrFromSlice(dst); return a == routed })
-	bufs := [][]byte{make([]byte, 100), make([]byte, 100)}
-	sizes := make([]int, 2)
-	if n, err := tap.Read(bufs, sizes, 0); n != 2 || err != nil {
-		t.Fatalf("Read = %d, %v", n, err)
-	}
+	isRouted := func(dst []byte) bool { a, _ := netip.AddrFromSlice(dst); return a == routed }
+	pkts := [][]byte{enc([4]byte{10, 0, 0, 2}), enc([4]byte{10, 0, 0, 9})}
+	t.Run("read", func(t *testing.T) {
+		var m Monitor
+		l := m.Listen(16, Filter{})
+		defer l.Close()
+		tap := TapTUN(&queueTUN{pkts: pkts}, &m, isRouted)
+		bufs := [][]byte{make([]byte, 100), make([]byte, 100)}
+		sizes := make([]int, 2)
+		if n, err := tap.Read(bufs, sizes, 0); n != 2 || err != nil {
+			t.Fatalf("Read = %d, %v", n, err)
+		}
+		checkNoPeerEvents(t, l)
+	})
+	t.Run("send", func(t *testing.T) {
+		var m Monitor
+		l := m.Listen(16, Filter{})
+		defer l.Close()
+		sent := 0
+		send := TapSend(func(bufs [][]byte, _ int) error { sent += len(bufs); return nil }, &m, isRouted)
+		if err := send(pkts, 0); err != nil || sent != 2 {
+			t.Fatalf("send = %v, %d packets passed on", err, sent)
+		}
+		checkNoPeerEvents(t, l)
+	})
+}
+
+// checkNoPeerEvents reads TestTapTUNNoPeer's three events from l.
+func checkNoPeerEvents(t *testing.T, l *Listener) {
+	t.Helper()
 	var kinds []string
 	for range 3 {
 		ev := <-l.Events()

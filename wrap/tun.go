@@ -44,14 +44,34 @@ func (t *TUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		var k stats.Key
 		b := s.Begin()
 		for i := range n {
-			pkt := bufs[i][offset : offset+sizes[i]]
-			if flowKey(pkt, false, &k) {
-				b.Count(stats.Virtual, &k, len(pkt), stats.Tx)
-			}
+			t.countSent(&b, &k, bufs[i][offset:offset+sizes[i]])
 		}
 		b.End()
 	}
 	return n, err
+}
+
+// Outbound is Read's counting for a device the stack pushes packets to
+// (netstack.Stack.SetSender): the returned function counts each packet,
+// bufs[i][offset:], as sent, then passes the batch to send.
+func (t *TUN) Outbound(send func(bufs [][]byte, offset int) error) func(bufs [][]byte, offset int) error {
+	return func(bufs [][]byte, offset int) error {
+		if s := t.stats.Load(); s != nil {
+			var k stats.Key
+			b := s.Begin()
+			for _, buf := range bufs {
+				t.countSent(&b, &k, buf[offset:])
+			}
+			b.End()
+		}
+		return send(bufs, offset)
+	}
+}
+
+func (t *TUN) countSent(b *stats.Batch, k *stats.Key, pkt []byte) {
+	if flowKey(pkt, false, k) {
+		b.Count(stats.Virtual, k, len(pkt), stats.Tx)
+	}
 }
 
 // Write counts each packet as received, then writes the batch to the

@@ -269,3 +269,38 @@ func TestBindCountsReceivedPerEndpoint(t *testing.T) {
 		t.Errorf("received counts %v; want %v", got, want)
 	}
 }
+
+// TestOutboundCounts: packets pushed through Outbound are counted as sent
+// like those Read returns, at their offset, and reach the send function
+// unchanged.
+func TestOutboundCounts(t *testing.T) {
+	s := stats.New(stats.Options{})
+	dev := NewTUN(&fakeTUN{})
+	const offset = 16
+	pkt := func(size int) []byte {
+		return append(make([]byte, offset), ipv4(17, "10.0.0.1", "10.0.0.9", 5000, 53, size)...)
+	}
+	var got [][]byte
+	send := dev.Outbound(func(bufs [][]byte, off int) error {
+		if off != offset {
+			t.Errorf("offset %d", off)
+		}
+		got = append(got, bufs...)
+		return nil
+	})
+	send([][]byte{pkt(100)}, offset) // not counting yet
+	dev.SetStatistics(s)
+	if err := send([][]byte{pkt(100), pkt(300)}, offset); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || len(got[2]) != offset+300 {
+		t.Fatalf("send saw %d packets", len(got))
+	}
+	w := s.Cut()
+	if len(w) != 1 || len(w[0].Virtual) != 1 {
+		t.Fatalf("windows %+v", w)
+	}
+	if v := w[0].Virtual[0]; v.Key.String() != "17 10.0.0.1:5000 -> 10.0.0.9:53" || v.TxPackets != 2 || v.TxBytes != 400 || v.RxPackets != 0 {
+		t.Errorf("virtual %v %+v", v.Key, v)
+	}
+}
