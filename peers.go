@@ -174,8 +174,23 @@ func (d dogNode) PeerFor(a netip.Addr) (wgconf.PublicKey, bool)    { return d.n.
 
 func (d dogNode) ListenPort() int { return d.n.ListenPort() }
 
-func (d dogNode) Handshake(key wgconf.PublicKey) {
-	if peer := d.n.dev.LookupPeer(device.NoisePublicKey(key)); peer != nil {
+func (d dogNode) Handshake(key wgconf.PublicKey) { d.n.dev.Handshake(key) }
+
+// wgDevice is what the node uses of its WireGuard device.
+type wgDevice interface {
+	IpcSet(uapi string) error
+	IpcGet() (string, error)
+	Up() error
+	BindUpdate() error
+	Close()
+	Handshake(peer wgconf.PublicKey) // start one now, if the peer exists
+}
+
+// stockDevice is wireguard-go's device as a wgDevice.
+type stockDevice struct{ *device.Device }
+
+func (d stockDevice) Handshake(key wgconf.PublicKey) {
+	if peer := d.LookupPeer(device.NoisePublicKey(key)); peer != nil {
 		peer.SendHandshakeInitiation(false)
 	}
 }

@@ -111,7 +111,7 @@ type Node struct {
 	log    *slog.Logger
 	opts   Options
 	stack  *netstack.Stack
-	dev    *device.Device
+	dev    wgDevice
 	tun    *wrap.TUN          // counts the virtual layer
 	bind   *wrap.Bind         // counts the physical layer
 	dns    *resolver.Resolver // nil when the file sets no DNS servers
@@ -203,7 +203,7 @@ func (n *Node) startDevice() error {
 	n.routed.Store(devconf.AllowedIPs(nil)) // until setPeers: no peer
 	n.tun = wrap.NewTUN(monitor.TapTUN(tunDev, &n.mon, func(dst []byte) bool { return n.routed.Load().Covers(dst) }))
 	n.bind = wrap.NewBind(monitor.TapBind(udpbind.New(), &n.mon))
-	n.dev = device.NewDevice(n.tun, n.bind, monitor.DeviceLogger(n.log, &n.mon))
+	n.dev = stockDevice{device.NewDevice(n.tun, n.bind, monitor.DeviceLogger(n.log, &n.mon))}
 	// Counting starts before the socket's first packet: the handshake
 	// that Up and setPeers send is in the first window.
 	if err := n.startFlowLog(); err != nil {
