@@ -139,16 +139,24 @@ func (g *Guard) CookieReply(msg []byte, src []byte, now time.Time) ([CookieReply
 		return reply, err
 	}
 	defer clear(cookie[:])
-	binary.LittleEndian.PutUint32(reply[0:], TypeCookieReply)
-	copy(reply[cookieReceiver:cookieNonce], msg[initSender:initSender+4]) // the sender index is at 4 in both
-	nonce := reply[cookieNonce:cookieSealed]
-	if _, err := rand.Read(nonce); err != nil {
+	var nonce [chacha20poly1305.NonceSizeX]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
 		return reply, err
 	}
+	return g.sealReply(msg, &cookie, &nonce), nil
+}
+
+// sealReply returns the cookie reply to msg carrying cookie, encrypted
+// with nonce.
+func (g *Guard) sealReply(msg []byte, cookie *[macSize]byte, nonce *[chacha20poly1305.NonceSizeX]byte) [CookieReplySize]byte {
+	var reply [CookieReplySize]byte
+	binary.LittleEndian.PutUint32(reply[0:], TypeCookieReply)
+	copy(reply[cookieReceiver:cookieNonce], msg[initSender:initSender+4]) // the sender index is at 4 in both
+	copy(reply[cookieNonce:cookieSealed], nonce[:])
 	m1 := len(msg) - 2*macSize
 	x, _ := chacha20poly1305.NewX(g.id.cookieKey[:])
-	x.Seal(reply[cookieSealed:cookieSealed], nonce, cookie[:], msg[m1:m1+macSize])
-	return reply, nil
+	x.Seal(reply[cookieSealed:cookieSealed], nonce[:], cookie[:], msg[m1:m1+macSize])
+	return reply
 }
 
 // cookie returns Mac(secret, src), making a new secret first when there is

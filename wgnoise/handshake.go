@@ -92,11 +92,18 @@ func (h *Handshake) PendingIndex() (uint32, bool) {
 // initiation with sender index localIndex and timestamp now; its mac1 and
 // mac2 are left zero for Cookies.Stamp. It replaces any handshake under way.
 func (h *Handshake) CreateInitiation(localIndex uint32, now time.Time) ([InitiationSize]byte, error) {
-	var msg [InitiationSize]byte
 	eph, err := newPrivateKey()
 	if err != nil {
-		return msg, err
+		return [InitiationSize]byte{}, err
 	}
+	msg, err := h.initiation(eph, localIndex, now)
+	clear(eph[:])
+	return msg, err
+}
+
+// initiation is CreateInitiation with the ephemeral key given.
+func (h *Handshake) initiation(eph PrivateKey, localIndex uint32, now time.Time) ([InitiationSize]byte, error) {
+	var msg [InitiationSize]byte
 	h.Clear()
 	ck, hs := initialChainKey, h.peerHash0
 	ephPub := eph.PublicKey()

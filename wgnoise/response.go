@@ -9,15 +9,22 @@ import (
 // response whose sender index is localIndex; its mac1 and mac2 are left
 // zero for Cookies.Stamp. BeginSession then derives the session.
 func (h *Handshake) CreateResponse(localIndex uint32) ([ResponseSize]byte, error) {
+	eph, err := newPrivateKey()
+	if err != nil {
+		return [ResponseSize]byte{}, err
+	}
+	msg, err := h.response(eph, localIndex)
+	clear(eph[:])
+	return msg, err
+}
+
+// response is CreateResponse with the ephemeral key given.
+func (h *Handshake) response(eph PrivateKey, localIndex uint32) ([ResponseSize]byte, error) {
 	var msg [ResponseSize]byte
+	defer clear(eph[:])
 	if h.state != stateInitiationAccepted {
 		return msg, errWrongState
 	}
-	eph, err := newPrivateKey()
-	if err != nil {
-		return msg, err
-	}
-	defer clear(eph[:])
 	ephPub := eph.PublicKey()
 	ck, hs := h.chainKey, h.hash
 	defer clear(ck[:])
