@@ -11,9 +11,9 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// CookieLifetime is how long a cookie (and the secret it is made from)
+// cookieLifetime is how long a cookie (and the secret it is made from)
 // stays valid: the paper's 120 s.
-const CookieLifetime = 120 * time.Second
+const cookieLifetime = 120 * time.Second
 
 var (
 	errNoMAC1Sent = errors.New("wgnoise: cookie reply without a handshake message sent")
@@ -40,7 +40,7 @@ func NewCookies(peer PublicKey) *Cookies {
 }
 
 // Stamp writes mac1 into msg's last 32 bytes but 16, and mac2 into its
-// last 16 when a cookie less than CookieLifetime old (at now) is held
+// last 16 when a cookie less than cookieLifetime old (at now) is held
 // (zeros otherwise). msg is a whole initiation or response.
 func (c *Cookies) Stamp(msg []byte, now time.Time) {
 	if len(msg) < 2*macSize {
@@ -51,7 +51,7 @@ func (c *Cookies) Stamp(msg []byte, now time.Time) {
 	c.lastMAC1 = mac(c.mac1Key[:], msg[:m1])
 	c.sentMAC1 = true
 	copy(msg[m1:m2], c.lastMAC1[:])
-	if !c.cookieAt.IsZero() && now.Sub(c.cookieAt) < CookieLifetime {
+	if !c.cookieAt.IsZero() && now.Sub(c.cookieAt) < cookieLifetime {
 		m := mac(c.cookie[:], msg[:m2])
 		copy(msg[m2:], m[:])
 	} else {
@@ -81,7 +81,7 @@ func (c *Cookies) ConsumeReply(msg []byte, now time.Time) error {
 
 // Guard is the receiver's MAC checks and cookie replies. It is safe for
 // concurrent use; its cookie secret is made when first needed and again
-// when older than CookieLifetime, under its lock.
+// when older than cookieLifetime, under its lock.
 type Guard struct {
 	id *Identity
 
@@ -106,14 +106,14 @@ func (g *Guard) CheckMAC1(msg []byte) bool {
 
 // CheckMAC2 reports whether msg carries a valid mac2 made with the cookie
 // of src (the sender's IP address bytes, then its port in 2 bytes, big
-// endian) under the current secret. A secret older than CookieLifetime at
+// endian) under the current secret. A secret older than cookieLifetime at
 // now is no longer valid.
 func (g *Guard) CheckMAC2(msg []byte, src []byte, now time.Time) bool {
 	if len(msg) < 2*macSize {
 		return false
 	}
 	g.mu.RLock()
-	if g.secretAt.IsZero() || now.Sub(g.secretAt) >= CookieLifetime {
+	if g.secretAt.IsZero() || now.Sub(g.secretAt) >= cookieLifetime {
 		g.mu.RUnlock()
 		return false
 	}
@@ -160,11 +160,11 @@ func (g *Guard) sealReply(msg []byte, cookie *[macSize]byte, nonce *[chacha20pol
 }
 
 // cookie returns Mac(secret, src), making a new secret first when there is
-// none or it is older than CookieLifetime at now.
+// none or it is older than cookieLifetime at now.
 func (g *Guard) cookie(src []byte, now time.Time) ([macSize]byte, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.secretAt.IsZero() || now.Sub(g.secretAt) >= CookieLifetime {
+	if g.secretAt.IsZero() || now.Sub(g.secretAt) >= cookieLifetime {
 		if _, err := rand.Read(g.secret[:]); err != nil {
 			return [macSize]byte{}, err
 		}

@@ -53,11 +53,11 @@ func TestCookieRoundTrip(t *testing.T) {
 	if b.guard.CheckMAC2(msg[:], []byte{127, 0, 0, 1, 0xca, 0x6d}, now) {
 		t.Error("mac2 accepted from another source port")
 	}
-	if b.guard.CheckMAC2(msg[:], src4, testEpoch.Add(CookieLifetime)) {
+	if b.guard.CheckMAC2(msg[:], src4, testEpoch.Add(cookieLifetime)) {
 		t.Error("mac2 accepted with a secret 120 s old")
 	}
 
-	late := testEpoch.Add(CookieLifetime)
+	late := testEpoch.Add(cookieLifetime)
 	msg, _ = a.hs.CreateInitiation(44, late)
 	a.cookies.Stamp(msg[:], late)
 	if !bytes.Equal(msg[InitiationSize-16:], make([]byte, 16)) {
@@ -142,7 +142,7 @@ func TestGuardSecretRotates(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := a.cookies.cookie
-	later := testEpoch.Add(CookieLifetime + time.Second)
+	later := testEpoch.Add(cookieLifetime + time.Second)
 	msg2, _ := a.hs.CreateInitiation(2, later)
 	a.cookies.Stamp(msg2[:], later) // the cookie is now too old: no mac2
 	next, _ := b.guard.CookieReply(msg2[:], src4, later)

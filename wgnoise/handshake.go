@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// InitiationFloodInterval is the least time between two initiations a
+// initiationFloodInterval is the least time between two initiations a
 // responder accepts from one peer (1/50 s).
-const InitiationFloodInterval = time.Second / 50
+const initiationFloodInterval = time.Second / 50
 
 // handshakeState is where a Handshake is in the Noise_IKpsk2 exchange.
 type handshakeState uint8
@@ -193,19 +193,21 @@ func ConsumeInitiation(id *Identity, msg []byte) (*Initiation, error) {
 // AcceptInitiation adopts in (from ConsumeInitiation) as this peer's
 // handshake, as responder. It refuses an initiation from another peer, one
 // whose timestamp is not newer than the last accepted one (a replay), and
-// one within InitiationFloodInterval of the last accepted one (a flood).
-// It replaces any handshake under way.
+// one within initiationFloodInterval of the last accepted one (a flood).
+// It replaces any handshake under way. in is used up either way: its
+// chaining key is zeroed.
 func (h *Handshake) AcceptInitiation(in *Initiation, now time.Time) error {
 	if in == nil {
 		return errNoInitiationIn
 	}
+	defer clear(in.chainKey[:])
 	if subtle.ConstantTimeCompare(in.Peer[:], h.peer[:]) != 1 {
 		return errWrongPeer
 	}
 	if bytes.Compare(in.Timestamp[:], h.lastTimestamp[:]) <= 0 {
 		return errReplay
 	}
-	if !h.lastInitiation.IsZero() && now.Sub(h.lastInitiation) <= InitiationFloodInterval {
+	if !h.lastInitiation.IsZero() && now.Sub(h.lastInitiation) <= initiationFloodInterval {
 		return errFlood
 	}
 	h.Clear()
@@ -214,6 +216,5 @@ func (h *Handshake) AcceptInitiation(in *Initiation, now time.Time) error {
 	h.lastTimestamp = in.Timestamp
 	h.lastInitiation = now
 	h.state = stateInitiationAccepted
-	clear(in.chainKey[:])
 	return nil
 }
