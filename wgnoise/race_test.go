@@ -1,0 +1,5 @@
+//go:build race
+
+package wgnoise
+
+const raceEnabled = true
