@@ -31,7 +31,7 @@ type importRule struct {
 var (
 	gvisor    = "gvisor.dev/..."
 	wireguard = "golang.zx2c4.com/wireguard/..."
-	core      = []string{"netstack", "wrap", "stats", "classify", "logtail", "logproto", "wgconf", "devconf", "metrics", "relay", "resolver", "udpbind", "ipfix"}
+	core      = []string{"netstack", "wrap", "stats", "classify", "logtail", "logproto", "wgconf", "devconf", "metrics", "relay", "resolver", "udpbind", "ipfix", "wgnoise"}
 	middle    = []string{"proxy/...", "forward/...", "netlog/...", "monitor/...", "watchdog/...", "control/...", "collector/...", "sidecartest/..."}
 )
 
@@ -53,6 +53,11 @@ var importRules = []importRule{
 		pkgs:   []string{"logtail"},
 		forbid: []string{"stats/...", "classify/...", "netlog/...", "wrap/...", "collector/..."},
 		why:    "logtail knows nothing of flows (it carries any JSON entry)",
+	},
+	{
+		pkgs:   []string{"wgnoise"},
+		forbid: []string{gvisor, wireguard, "..."},
+		why:    "WireGuard's messages and cryptography stand alone: bytes in, bytes out, no I/O",
 	},
 	{
 		pkgs:   []string{"ipfix"},
