@@ -1,0 +1,182 @@
+package wgdev
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/wgsidecar/sidecar/wgnoise"
+)
+
+var errNoHandshake = errors.New("no handshake state for this peer")
+
+// rxPeer is what one received batch did for one peer, applied once after
+// the batch: the endpoint of its last authenticated message, the bytes,
+// whether data (not only keepalives) came.
+type rxPeer struct {
+	p    *peer
+	ep   conn.Endpoint
+	rx   uint64
+	data bool
+}
+
+// rxState is a receive goroutine's working memory, allocated once.
+type rxState struct {
+	bufs  [][]byte
+	sizes []int
+	eps   []conn.Endpoint
+	out   [][]byte // packets for the TUN, from their header on
+	peers []rxPeer
+}
+
+func newRxState(n int) *rxState {
+	st := &rxState{
+		bufs:  make([][]byte, n),
+		sizes: make([]int, n),
+		eps:   make([]conn.Endpoint, n),
+		out:   make([][]byte, 0, n),
+	}
+	for i := range st.bufs {
+		st.bufs[i] = make([]byte, device.MaxMessageSize)
+	}
+	return st
+}
+
+// receiveLoop is one receive goroutine: it runs until the bind closes.
+func (d *Device) receiveLoop(recv conn.ReceiveFunc) {
+	defer d.recv.Done()
+	st := newRxState(max(1, d.bind.BatchSize()))
+	failures := 0
+	for {
+		n, err := recv(st.bufs, st.sizes, st.eps)
+		if err != nil {
+			if isClosedErr(err) {
+				return
+			}
+			d.log.Verbosef("Failed to receive %s packet: %v", recv.PrettyName(), err)
+			var ne net.Error
+			if errors.As(err, &ne) && !ne.Timeout() || failures >= 10 {
+				return
+			}
+			failures++
+			time.Sleep(time.Second / 3)
+			continue
+		}
+		failures = 0
+		d.receiveBatch(st, n)
+	}
+}
+
+// receiveBatch handles n received datagrams: transport messages are
+// decrypted in place and delivered with one TUN write, handshake messages
+// queued.
+func (d *Device) receiveBatch(st *rxState, n int) {
+	st.out, st.peers = st.out[:0], st.peers[:0]
+	now := time.Now()
+	for i := range n {
+		msg := st.bufs[i][:st.sizes[i]]
+		typ, ok := wgnoise.MessageType(msg)
+		switch {
+		case !ok:
+		case typ == wgnoise.TypeTransport:
+			d.receiveTransport(st, msg, st.eps[i], now)
+		default:
+			d.enqueueHandshake(typ, msg, st.eps[i])
+		}
+	}
+	if len(st.out) > 0 && d.tun != nil {
+		if _, err := d.tun.Write(st.out, wgnoise.TransportHeaderSize); err != nil && !d.shut.Load() {
+			d.log.Errorf("Failed to write packets to TUN device: %v", err)
+		}
+	}
+	for i := range st.peers {
+		d.afterReceive(&st.peers[i])
+	}
+	clear(st.peers)
+	clear(st.out[:cap(st.out)])
+}
+
+// receiveTransport opens one transport message and, if it is a packet the
+// peer may send, adds it to st.out.
+func (d *Device) receiveTransport(st *rxState, msg []byte, ep conn.Endpoint, now time.Time) {
+	e, ok := d.indices.lookup(wgnoise.ReceiverIndex(msg))
+	if !ok || e.kp == nil || now.Sub(e.kp.Created) >= rejectAfterTime {
+		return
+	}
+	p, kp := e.peer, e.kp
+	plain, ctr, err := kp.Open(msg)
+	if err != nil || !kp.Accept(ctr) {
+		return
+	}
+	rp := st.peer(p)
+	rp.ep = ep
+	rp.rx += uint64(len(msg))
+	if p.confirm(kp) {
+		p.setEndpoint(ep)
+		p.timersHandshakeComplete()
+		p.sendStaged()
+	}
+	if len(plain) == 0 {
+		return
+	}
+	rp.data = true
+	pkt, src, bad := inboundPacket(plain)
+	switch {
+	case bad == "version":
+		d.log.Verbosef("Packet with invalid IP version from %v", p)
+		return
+	case bad != "":
+		return
+	}
+	if d.routes.Load().lookup(src) != p {
+		if src.Is4() {
+			d.log.Verbosef("IPv4 packet with disallowed source address from %v", p)
+		} else {
+			d.log.Verbosef("IPv6 packet with disallowed source address from %v", p)
+		}
+		return
+	}
+	st.out = append(st.out, msg[:wgnoise.TransportHeaderSize+len(pkt)])
+}
+
+// peer is the batch's record for p, made on first use.
+func (st *rxState) peer(p *peer) *rxPeer {
+	for i := range st.peers {
+		if st.peers[i].p == p {
+			return &st.peers[i]
+		}
+	}
+	st.peers = append(st.peers, rxPeer{p: p})
+	return &st.peers[len(st.peers)-1]
+}
+
+// afterReceive applies a batch's effects on one peer: roaming, counters,
+// timers, and the receive-side rekey.
+func (d *Device) afterReceive(rp *rxPeer) {
+	p := rp.p
+	p.rxBytes.Add(rp.rx)
+	p.setEndpoint(rp.ep)
+	p.keepFreshReceiving()
+	p.timersTraversal()
+	p.timersAnyReceived()
+	if rp.data {
+		p.timersDataReceived()
+	}
+}
+
+// keepFreshReceiving starts a rekey, once per session, when the session
+// we initiated nears its end (Reject-After-Time less Keepalive-Timeout and
+// Rekey-Timeout): the last chance before it expires.
+func (p *peer) keepFreshReceiving() {
+	if p.timers.lastMinuteHandshake.Load() {
+		return
+	}
+	kp := p.current.Load()
+	if kp != nil && kp.Initiator && time.Since(kp.Created) > rejectAfterTime-keepaliveTimeout-rekeyTimeout {
+		p.timers.lastMinuteHandshake.Store(true)
+		p.sendInitiation(false)
+	}
+}
