@@ -322,15 +322,17 @@ func BenchmarkForwardBothEnds(b *testing.B) {
 // the host address a client connects to.
 func forwardPath(b *testing.B, kind, target string) string {
 	switch kind {
-	case "sidecar":
+	case "sidecar", ownKind:
 		entry := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(b, "tcp"))
-		sidecartest.NewNodes(b, 2, sidecartest.Options{Configure: func(i int, cfg *wgconf.Config) {
+		opts := benchNodeOptions(kind)
+		opts.Configure = func(i int, cfg *wgconf.Config) {
 			if i == 0 {
 				cfg.TCPClientTunnels = []wgconf.TCPClientTunnel{{BindAddress: entry, Target: "10.99.0.2:5400"}}
 			} else {
 				cfg.TCPServerTunnels = []wgconf.TCPServerTunnel{{ListenPort: 5400, Target: target}}
 			}
-		}})
+		}
+		sidecartest.NewNodes(b, 2, opts)
 		return entry
 	case "stock":
 		a, z := stockPair(b)
@@ -387,7 +389,22 @@ func (d stockDialer) ListenPacket(string, string) (net.PacketConn, error) {
 // any user-space tunnel is measured against (newBenchNet also knows
 // "sidecar-flowlog": ours with flow statistics on). As root, benchKinds adds
 // wggo-kernel (bench_wggo_test.go).
-var pairKinds = []string{"sidecar", "stock", "kernel"}
+var pairKinds = []string{"sidecar", ownKind, "stock", "kernel"}
+
+// ownKind is a pair of our nodes on our own WireGuard implementation
+// (Options.OwnWireGuard).
+const ownKind = "sidecar-wgdev"
+
+// benchNodeOptions are the node options of one of our kinds.
+func benchNodeOptions(kind string) sidecartest.Options {
+	switch kind {
+	case "sidecar-flowlog":
+		return sidecartest.Options{NodeOptions: func(i int, o *sidecar.Options) { o.FlowSink = &netlog.MemorySink{} }}
+	case ownKind:
+		return sidecartest.Options{NodeOptions: func(i int, o *sidecar.Options) { o.OwnWireGuard = true }}
+	}
+	return sidecartest.Options{}
+}
 
 // benchNet is one side's socket API in a comparative benchmark, and the
 // address of the other side's server.
@@ -400,12 +417,8 @@ type benchNet struct {
 
 func newBenchNet(b *testing.B, kind string) benchNet {
 	switch kind {
-	case "sidecar", "sidecar-flowlog":
-		var opts sidecartest.Options
-		if kind == "sidecar-flowlog" {
-			opts.NodeOptions = func(i int, o *sidecar.Options) { o.FlowSink = &netlog.MemorySink{} }
-		}
-		nodes := sidecartest.NewNodes(b, 2, opts)
+	case "sidecar", "sidecar-flowlog", ownKind:
+		nodes := sidecartest.NewNodes(b, 2, benchNodeOptions(kind))
 		a, z := nodes[0], nodes[1]
 		return benchNet{
 			listen:    func() (net.Listener, error) { return z.Listen("tcp", ":5300") },

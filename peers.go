@@ -9,12 +9,11 @@ import (
 	"strconv"
 	"time"
 
-	"golang.zx2c4.com/wireguard/device"
-
 	"github.com/wgsidecar/sidecar/devconf"
 	"github.com/wgsidecar/sidecar/netlog"
 	"github.com/wgsidecar/sidecar/watchdog"
 	"github.com/wgsidecar/sidecar/wgconf"
+	"github.com/wgsidecar/sidecar/wgnoise"
 )
 
 // SetPeers makes peers the node's peer list, applying only the
@@ -174,26 +173,7 @@ func (d dogNode) PeerFor(a netip.Addr) (wgconf.PublicKey, bool)    { return d.n.
 
 func (d dogNode) ListenPort() int { return d.n.ListenPort() }
 
-func (d dogNode) Handshake(key wgconf.PublicKey) { d.n.dev.Handshake(key) }
-
-// wgDevice is what the node uses of its WireGuard device.
-type wgDevice interface {
-	IpcSet(uapi string) error
-	IpcGet() (string, error)
-	Up() error
-	BindUpdate() error
-	Close()
-	Handshake(peer wgconf.PublicKey) // start one now, if the peer exists
-}
-
-// stockDevice is wireguard-go's device as a wgDevice.
-type stockDevice struct{ *device.Device }
-
-func (d stockDevice) Handshake(key wgconf.PublicKey) {
-	if peer := d.LookupPeer(device.NoisePublicKey(key)); peer != nil {
-		peer.SendHandshakeInitiation(false)
-	}
-}
+func (d dogNode) Handshake(key wgconf.PublicKey) { d.n.dev.Handshake(wgnoise.PublicKey(key)) }
 
 func (d dogNode) Resolve(ctx context.Context, endpoint string) (netip.AddrPort, error) {
 	return d.n.resolveEndpoint(ctx, endpoint)

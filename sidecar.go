@@ -20,10 +20,10 @@
 // log netlog's; proxies and forwards forward's; the watchdog watchdog's;
 // the packet-path taps and drop reasons monitor's; the control socket
 // control's; the metrics each subsystem registers on a metrics.Registry.
-// Files: sidecar.go (Node, Start, Close, the embedding API), peers.go
-// (peers and the device's status), flowlog.go, reload.go (and the
-// proxies and forwards it applies) and control_node.go (control socket,
-// metrics listener).
+// Files: sidecar.go (Node, Start, Close, the embedding API), device.go
+// (the choice of WireGuard device), peers.go (peers and the device's
+// status), flowlog.go, reload.go (and the proxies and forwards it
+// applies) and control_node.go (control socket, metrics listener).
 package sidecar
 
 import (
@@ -39,7 +39,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/wgsidecar/sidecar/devconf"
@@ -95,6 +94,12 @@ type Options struct {
 	// before its upload to the [LogStream] collector (logtail's default,
 	// 1 s, when zero).
 	LogStreamFlush time.Duration
+	// OwnWireGuard runs the node on the module's own WireGuard
+	// implementation (package wgdev), which encrypts and sends each
+	// packet in the goroutine that has it (unless WrapTUN is set),
+	// instead of wireguard-go's device. It speaks the same protocol and
+	// takes the same configuration; it is new, so it is off by default.
+	OwnWireGuard bool
 }
 
 // errClosed is returned by what a closed node can no longer do.
@@ -118,14 +123,13 @@ type Node struct {
 	dialer resolver.Dialer
 	public wgconf.PublicKey
 
-	flows            *netlog.NodeLog // nil when flow logging is off
-	mon              monitor.Monitor
-	fwd              *forward.Set       // proxies and forwards
-	dog              *watchdog.Watchdog // nil until started
-	reg              metrics.Registry
-	ctl              nodeControl                    // control socket and metrics listener (control_node.go)
-	routed           atomic.Pointer[devconf.Routes] // the peers' AllowedIPs (never nil after startDevice), for the no-peer drops and the dial guard
-	queueDropsLogged uint64                         // owned by the watchdog's tick
+	flows  *netlog.NodeLog // nil when flow logging is off
+	mon    monitor.Monitor
+	fwd    *forward.Set       // proxies and forwards
+	dog    *watchdog.Watchdog // nil until started
+	reg    metrics.Registry
+	ctl    nodeControl                    // control socket and metrics listener (control_node.go)
+	routed atomic.Pointer[devconf.Routes] // the peers' AllowedIPs (never nil after startDevice), for the no-peer drops and the dial guard
 
 	reloadMu sync.Mutex // serialises Reload and SetPeers
 
@@ -201,9 +205,10 @@ func (n *Node) startDevice() error {
 	}
 	monitor.ObserveStack(st, &n.mon)
 	n.routed.Store(devconf.AllowedIPs(nil)) // until setPeers: no peer
-	n.tun = wrap.NewTUN(monitor.TapTUN(tunDev, &n.mon, func(dst []byte) bool { return n.routed.Load().Covers(dst) }))
+	routed := func(dst []byte) bool { return n.routed.Load().Covers(dst) }
+	n.tun = wrap.NewTUN(monitor.TapTUN(tunDev, &n.mon, routed))
 	n.bind = wrap.NewBind(monitor.TapBind(udpbind.New(), &n.mon))
-	n.dev = stockDevice{device.NewDevice(n.tun, n.bind, monitor.DeviceLogger(n.log, &n.mon))}
+	n.dev = n.newDevice(routed)
 	// Counting starts before the socket's first packet: the handshake
 	// that Up and setPeers send is in the first window.
 	if err := n.startFlowLog(); err != nil {
@@ -243,23 +248,10 @@ func (n *Node) startFeatures() error {
 		return err
 	}
 	n.dog = watchdog.Start(dogNode{n}, watchdog.Config{
-		Timeout: n.opts.Watchdog, Stale: n.opts.StaleHandshake, Tick: n.reportQueueDrops, Log: n.log,
+		Timeout: n.opts.Watchdog, Stale: n.opts.StaleHandshake, Tick: monitor.QueueDropLogger(n.stack.QueueDrops, n.log), Log: n.log,
 	})
 	n.dog.RegisterMetrics(&n.reg)
 	return nil
-}
-
-// reportQueueDrops logs the packets dropped because the queue to the
-// tunnel device was full since the last report (the bound that keeps a
-// stalled device from holding unbounded memory). The watchdog's loop calls
-// it.
-func (n *Node) reportQueueDrops() {
-	d := n.stack.QueueDrops()
-	if d > n.queueDropsLogged {
-		n.log.Warn("tunnel queue full: packets to the peers dropped (TCP sends them again; UDP datagrams are lost)",
-			"dropped", d-n.queueDropsLogged, "queue", 4096)
-		n.queueDropsLogged = d
-	}
 }
 
 // PublicKey returns the node's public key.
@@ -285,13 +277,7 @@ func (n *Node) Monitor() *monitor.Monitor { return &n.mon }
 // LookupNetIP resolves host through the tunnel's DNS servers when the file
 // sets any, and on the host otherwise. network is "ip", "ip4" or "ip6".
 func (n *Node) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
-	if n.dns != nil {
-		return n.dns.LookupNetIP(ctx, network, host)
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{a.Unmap()}, nil
-	}
-	return net.DefaultResolver.LookupNetIP(ctx, network, host)
+	return n.dns.LookupNetIP(ctx, network, host) // the host's when nil
 }
 
 // Dial connects to address through the tunnel; see DialContext.

@@ -195,3 +195,20 @@ func deviceDrop(m *Monitor, format string, args []any) {
 		m.DropDetail(FromNetwork, HandshakeRefused, fmt.Sprintf("from %v", args...))
 	}
 }
+
+// QueueDropLogger returns a function that logs, each time it is called,
+// how many packets were dropped since its last call because the stack's
+// queue to the WireGuard device was full (the bound that keeps a stalled
+// device from holding unbounded memory); drops is the stack's running
+// count (netstack.Stack.QueueDrops). The watchdog's tick calls it; it is
+// not safe for concurrent use.
+func QueueDropLogger(drops func() uint64, log *slog.Logger) func() {
+	var logged uint64
+	return func() {
+		if d := drops(); d > logged {
+			log.Warn("tunnel queue full: packets to the peers dropped (TCP sends them again; UDP datagrams are lost)",
+				"dropped", d-logged, "queue", 4096)
+			logged = d
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package monitor
 
 import (
+	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -156,4 +158,22 @@ func (q *queueTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	q.pkts = q.pkts[n:]
 	return n, nil
+}
+
+// TestQueueDropLogger: each call logs the drops since the last one, and
+// nothing when there were none.
+func TestQueueDropLogger(t *testing.T) {
+	var buf strings.Builder
+	var drops uint64
+	tick := QueueDropLogger(func() uint64 { return drops }, slog.New(slog.NewTextHandler(&buf, nil)))
+	tick()
+	drops = 7
+	tick()
+	tick()
+	drops = 10
+	tick()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "dropped=7") || !strings.Contains(lines[1], "dropped=3") {
+		t.Errorf("logged:\n%s\nwant two lines, dropped=7 then dropped=3", buf.String())
+	}
 }

@@ -46,9 +46,13 @@ type Resolver struct {
 
 // LookupNetIP returns the addresses of host. network is "ip" (both
 // families, IPv4 first), "ip4" or "ip6". An IP literal is returned as is.
+// A nil Resolver asks the host's resolver (net.DefaultResolver).
 func (r *Resolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
 	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
 		return []netip.Addr{a.Unmap()}, nil
+	}
+	if r == nil {
+		return net.DefaultResolver.LookupNetIP(ctx, network, host)
 	}
 	var types []dnsmessage.Type
 	switch network {

@@ -28,9 +28,13 @@ var ErrClosed = errors.New("wgdev: device closed")
 
 // Config is what a Device runs on.
 type Config struct {
-	TUN    tun.Device     // only Write (inbound delivery) and Close are used
+	TUN    tun.Device     // Write (inbound delivery) and Close; Read only with ReadTUN
 	Bind   conn.Bind      // the UDP sockets
 	Logger *device.Logger // nil: discard
+	// ReadTUN makes the device read its outbound packets from TUN itself,
+	// in one goroutine that hands each batch to Send, as wireguard-go
+	// does: for a TUN that cannot push its packets to Send.
+	ReadTUN bool
 }
 
 // localKeys is the device's static identity; replaced whole when the
@@ -71,6 +75,8 @@ type Device struct {
 	forceUnderLoad atomic.Bool  // test hook: always under load
 
 	scratch sync.Pool // *sendScratch
+
+	readDone chan struct{} // closed when the ReadTUN goroutine ends; nil without it
 }
 
 // New returns a device that is down, with no key and no peers.
@@ -93,6 +99,10 @@ func New(cfg Config) *Device {
 	d.routes.Store(&routeTable{})
 	d.scratch.New = func() any { return new(sendScratch) }
 	go d.handshakeLoop()
+	if cfg.ReadTUN {
+		d.readDone = make(chan struct{})
+		go d.readTUN()
+	}
 	return d
 }
 
@@ -153,6 +163,9 @@ func (d *Device) Close() {
 	d.mu.Unlock()
 	if d.tun != nil {
 		_ = d.tun.Close()
+	}
+	if d.readDone != nil {
+		<-d.readDone // closing the TUN ends its Read
 	}
 }
 

@@ -1,10 +1,16 @@
 package wgdev
 
 import (
+	"bytes"
+	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/udpbind"
 	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wgnoise"
 )
@@ -162,5 +168,33 @@ func TestSendAfterClose(t *testing.T) {
 	}
 	if err := a.dev.Up(); err != ErrClosed {
 		t.Errorf("Up after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestReadTUN: with ReadTUN the device reads its outbound packets from a
+// TUN that cannot push them (wireguard-go's channel TUN here) and sends
+// them; Close ends the reading goroutine.
+func TestReadTUN(t *testing.T) {
+	t.Cleanup(leaktest.Check(t))
+	theirs := newTheirs(t, 2)
+	defer theirs.close()
+	ours := &node{key: newKey(t), wtun: tuntest.NewChannelTUN(), log: &logLines{}}
+	ours.pub = ours.key.PublicKey()
+	ours.addr, ours.addr6 = netip.AddrFrom4([4]byte{10, 9, 0, 1}), netip.MustParseAddr("fd00::1")
+	ours.dev = New(Config{TUN: ours.wtun.TUN(), Bind: udpbind.New(), Logger: ours.log.logger(t, "ours"), ReadTUN: true})
+	defer ours.dev.Close()
+	ours.ipcSet(t, "private_key="+hexKey(ours.key[:])+"\nlisten_port=0\n")
+	if err := ours.dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	ours.port = ours.listenPort(t)
+	ours.peerWith(t, theirs, wgnoise.PresharedKey{}, true)
+	theirs.peerWith(t, ours, wgnoise.PresharedKey{}, false)
+	for i := range 3 {
+		want := udpPacket(ours.addr, theirs.addr, []byte(fmt.Sprintf("read from the TUN %d", i)))
+		ours.wtun.Outbound <- want
+		if got := theirs.recv(t); !bytes.Equal(got, want) {
+			t.Fatalf("wireguard-go got %x, want %x", got, want)
+		}
 	}
 }

@@ -3,6 +3,8 @@ package wgdev
 import (
 	"time"
 
+	"golang.zx2c4.com/wireguard/device"
+
 	"github.com/wgsidecar/sidecar/wgnoise"
 )
 
@@ -208,4 +210,35 @@ func (p *peer) sendKeepalive() {
 		p.d.log.Verbosef("%s - Sending keepalive packet", p)
 	}
 	p.sendStaged()
+}
+
+// readTUN is the ReadTUN goroutine: it reads batches of outbound packets
+// from the TUN and sends them, until the TUN fails or is closed.
+func (d *Device) readTUN() {
+	defer close(d.readDone)
+	n := max(1, d.tun.BatchSize())
+	mtu, err := d.tun.MTU()
+	if err != nil || mtu <= 0 {
+		mtu = device.DefaultMTU
+	}
+	size := SendOffset + mtu
+	bufs, out, sizes := make([][]byte, n), make([][]byte, n), make([]int, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, size, size+15+wgnoise.TagSize)
+	}
+	for {
+		k, err := d.tun.Read(bufs, sizes, SendOffset)
+		for i := range k {
+			out[i] = bufs[i][:SendOffset+sizes[i]]
+		}
+		if k > 0 && d.Send(out[:k], SendOffset) != nil {
+			return // closed
+		}
+		if err != nil {
+			if !d.shut.Load() {
+				d.log.Errorf("Failed to read packet from TUN device: %v", err)
+			}
+			return
+		}
+	}
 }
