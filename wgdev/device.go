@@ -50,6 +50,7 @@ type Device struct {
 	tun  tun.Device
 	bind conn.Bind
 	log  *device.Logger
+	mtu  int // the TUN's, for padding: a packet is padded to 16 bytes but not beyond it
 
 	ipcMu sync.Mutex // serialises IpcSet, Up, Down, BindUpdate and Close
 	up    atomic.Bool
@@ -94,6 +95,12 @@ func New(cfg Config) *Device {
 		hsQueue: make(chan handshakeMsg, handshakeQueueSize),
 		hsStop:  make(chan struct{}),
 		hsDone:  make(chan struct{}),
+	}
+	d.mtu = device.DefaultMTU
+	if cfg.TUN != nil {
+		if mtu, err := cfg.TUN.MTU(); err == nil && mtu > 0 {
+			d.mtu = mtu
+		}
 	}
 	d.indices.init()
 	d.routes.Store(&routeTable{})

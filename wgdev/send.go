@@ -106,7 +106,7 @@ func (p *peer) sealAndSend(kp *wgnoise.Keypair, s *sendScratch) {
 			exhausted = true
 			continue
 		}
-		m := kp.Seal(b, s.lens[i], ctr)
+		m := kp.Seal(b, s.lens[i], p.d.mtu, ctr)
 		if m == 0 {
 			continue // wiped under us: the session ended
 		}

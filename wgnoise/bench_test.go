@@ -17,7 +17,7 @@ func BenchmarkSeal(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c, _ := ki.NextCounter()
-		ki.Seal(buf, packetSize, c)
+		ki.Seal(buf, packetSize, 0, c)
 	}
 }
 
@@ -31,7 +31,7 @@ func BenchmarkSealParallel(b *testing.B) {
 		buf := make([]byte, TransportHeaderSize+PaddedLen(packetSize)+TagSize)
 		for pb.Next() {
 			c, _ := ki.NextCounter()
-			ki.Seal(buf, packetSize, c)
+			ki.Seal(buf, packetSize, 0, c)
 		}
 	})
 }
@@ -78,7 +78,7 @@ func TestSealOpenNoAlloc(t *testing.T) {
 	buf := make([]byte, TransportHeaderSize+PaddedLen(packetSize)+TagSize)
 	allocs := testing.AllocsPerRun(100, func() {
 		c, _ := ki.NextCounter()
-		n := ki.Seal(buf, packetSize, c)
+		n := ki.Seal(buf, packetSize, 0, c)
 		if _, c, err := kr.Open(buf[:n]); err != nil || !kr.Accept(c) {
 			t.Fatal("round trip failed")
 		}

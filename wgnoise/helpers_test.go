@@ -99,7 +99,7 @@ func sealed(t testing.TB, kp *Keypair, payload []byte) []byte {
 	}
 	buf := make([]byte, TransportHeaderSize+PaddedLen(len(payload))+TagSize)
 	copy(buf[TransportHeaderSize:], payload)
-	n := kp.Seal(buf, len(payload), c)
+	n := kp.Seal(buf, len(payload), 0, c)
 	if n != len(buf) {
 		t.Fatalf("Seal returned %d, want %d", n, len(buf))
 	}

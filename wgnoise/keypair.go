@@ -67,13 +67,17 @@ func (kp *Keypair) NextCounter() (uint64, bool) {
 }
 
 // Seal encrypts in place: buf[TransportHeaderSize:TransportHeaderSize+n]
-// holds the plaintext; it is padded with zeros to PaddedLen(n) (buf must
-// have room for the padding and TagSize), the header is written into
-// buf[:TransportHeaderSize], and the message's length is returned. n == 0
-// makes a keepalive. It returns 0, sealing nothing, when the keypair has
-// been wiped.
-func (kp *Keypair) Seal(buf []byte, n int, counter uint64) int {
+// holds the plaintext; it is padded with zeros to PaddedLen(n), but not
+// beyond mtu when n fits in it (mtu <= 0: no limit), as the protocol asks
+// (buf must have room for the padding and TagSize); the header is written
+// into buf[:TransportHeaderSize], and the message's length is returned.
+// n == 0 makes a keepalive. It returns 0, sealing nothing, when the
+// keypair has been wiped.
+func (kp *Keypair) Seal(buf []byte, n, mtu int, counter uint64) int {
 	padded := PaddedLen(n)
+	if mtu > 0 && n <= mtu && padded > mtu {
+		padded = mtu
+	}
 	end := TransportHeaderSize + padded
 	clear(buf[TransportHeaderSize+n : end])
 	// The nonce is 4 zero bytes and the counter (little endian): build it

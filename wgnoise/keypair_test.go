@@ -28,7 +28,7 @@ func TestSealOpen(t *testing.T) {
 		}
 		copy(buf[TransportHeaderSize:], payload)
 		c, _ := ki.NextCounter()
-		m := ki.Seal(buf, n, c)
+		m := ki.Seal(buf, n, 0, c)
 		if want := TransportHeaderSize + PaddedLen(n) + TagSize; m != want {
 			t.Fatalf("n=%d: Seal length %d, want %d", n, m, want)
 		}
@@ -54,7 +54,7 @@ func TestSealOpen(t *testing.T) {
 			t.Fatalf("n=%d: Open left the header changed: %x", n, msg[:16])
 		}
 	}
-	if n := ki.Seal(make([]byte, KeepaliveSize), 0, 99); n != KeepaliveSize {
+	if n := ki.Seal(make([]byte, KeepaliveSize), 0, 0, 99); n != KeepaliveSize {
 		t.Errorf("keepalive length %d, want %d", n, KeepaliveSize)
 	}
 }
@@ -95,14 +95,14 @@ func TestOpenRejectAfterMessages(t *testing.T) {
 		t.Fatal("NextCounter went past RejectAfterMessages")
 	}
 	buf := make([]byte, 64)
-	msg := buf[:ki.Seal(buf, 4, RejectAfterMessages)]
+	msg := buf[:ki.Seal(buf, 4, 0, RejectAfterMessages)]
 	if _, _, err := kr.Open(msg); err == nil {
 		t.Error("Open accepted counter RejectAfterMessages")
 	}
 	if kr.Accept(RejectAfterMessages) || kr.Accept(1<<64-1) {
 		t.Error("Accept took a counter at or past RejectAfterMessages")
 	}
-	msg = buf[:ki.Seal(buf, 4, RejectAfterMessages-1)]
+	msg = buf[:ki.Seal(buf, 4, 0, RejectAfterMessages-1)]
 	if _, c, err := kr.Open(msg); err != nil || !kr.Accept(c) {
 		t.Errorf("the last usable counter: %v", err)
 	}
@@ -193,7 +193,7 @@ func TestWipe(t *testing.T) {
 	wg.Go(func() {
 		buf := make([]byte, 64)
 		for range 100 {
-			ki.Seal(buf, 10, 1)
+			ki.Seal(buf, 10, 0, 1)
 		}
 	})
 	ki.Wipe()
@@ -202,7 +202,7 @@ func TestWipe(t *testing.T) {
 	if _, ok := ki.NextCounter(); ok {
 		t.Error("NextCounter after Wipe")
 	}
-	if n := ki.Seal(make([]byte, 64), 10, 5); n != 0 {
+	if n := ki.Seal(make([]byte, 64), 0, 10, 5); n != 0 {
 		t.Errorf("Seal after Wipe returned %d, want 0", n)
 	}
 	if _, _, err := kr.Open(msg); err == nil {
@@ -250,5 +250,26 @@ func TestMessageType(t *testing.T) {
 	}
 	if PaddedLen(0) != 0 || PaddedLen(1) != 16 || PaddedLen(16) != 16 || PaddedLen(1420) != 1424 {
 		t.Error("PaddedLen")
+	}
+}
+
+// TestSealPaddingStopsAtMTU: padding rounds up to 16 bytes but not beyond
+// the MTU, unless the packet is larger than the MTU already.
+func TestSealPaddingStopsAtMTU(t *testing.T) {
+	ki, kr := sessionPair(t)
+	for _, tc := range []struct{ n, mtu, padded int }{
+		{1420, 1420, 1420}, {1419, 1420, 1420}, {1405, 1420, 1408}, {1420, 0, 1424}, {1500, 1420, 1504},
+	} {
+		buf := make([]byte, TransportHeaderSize+PaddedLen(tc.n)+TagSize)
+		c, _ := ki.NextCounter()
+		m := ki.Seal(buf, tc.n, tc.mtu, c)
+		if want := TransportHeaderSize + tc.padded + TagSize; m != want {
+			t.Errorf("n=%d mtu=%d: message %d bytes, want %d", tc.n, tc.mtu, m, want)
+			continue
+		}
+		plain, _, err := kr.Open(buf[:m])
+		if err != nil || len(plain) != tc.padded {
+			t.Errorf("n=%d mtu=%d: opened %d bytes, %v", tc.n, tc.mtu, len(plain), err)
+		}
 	}
 }
