@@ -28,8 +28,9 @@ type upPair struct {
 	logs           [2]*testnet.Buffer
 }
 
-// startUpPair starts the pair and waits until a connection goes through.
-func startUpPair(tb testing.TB) *upPair {
+// startUpPair starts the pair and waits until a connection goes through;
+// A gets the extra flags of "sidecar up" aFlags.
+func startUpPair(tb testing.TB, aFlags ...string) *upPair {
 	tb.Helper()
 	var keys [2]wgconf.PrivateKey
 	for i := range keys {
@@ -58,7 +59,11 @@ func startUpPair(tb testing.TB) *upPair {
 		if err := os.WriteFile(f, []byte(files[i]), 0o600); err != nil {
 			tb.Fatal(err)
 		}
-		cmd := exec.Command(os.Args[0], "up", "-c", f, "--log-level", "warn")
+		args := []string{"up", "-c", f, "--log-level", "warn"}
+		if i == 0 {
+			args = append(args, aFlags...)
+		}
+		cmd := exec.Command(os.Args[0], args...)
 		cmd.Env = append(os.Environ(), "WGSIDECAR_TEST_AS_MAIN=1")
 		p.logs[i] = &testnet.Buffer{}
 		cmd.Stderr = p.logs[i]
@@ -110,13 +115,21 @@ func TestUpChurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
 	}
-	p := startUpPair(t)
-	n, err := churn(p, 20000, 30*time.Second)
+	t.Run("wireguard-go", func(t *testing.T) { testUpChurn(t, 20000, 30*time.Second) })
+	// The dialing sidecar on the module's own WireGuard, its peer on
+	// wireguard-go's: the --wireguard flag from the command line, and
+	// the two implementations under churn.
+	t.Run("wgdev", func(t *testing.T) { testUpChurn(t, 10000, 15*time.Second, "--wireguard", "wgdev") })
+}
+
+func testUpChurn(t *testing.T, max int, d time.Duration, aFlags ...string) {
+	p := startUpPair(t, aFlags...)
+	n, err := churn(p, max, d)
 	if err != nil {
 		t.Fatalf("after %d connections: %v\nA:\n%s", n, err, p.logs[0])
 	}
 	if n < 1000 {
-		t.Fatalf("only %d connections in 30 s", n)
+		t.Fatalf("only %d connections in %v", n, d)
 	}
 	now, peak, err := testnet.ProcMemory(p.a.Process.Pid)
 	if err != nil {

@@ -142,17 +142,28 @@ func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
 type upOptions struct {
 	file, level string
 	logJSON     bool
+	ownWG       bool // --wireguard wgdev
 }
 
 // parseUpFlags parses the arguments of "sidecar up".
 func parseUpFlags(args []string, stderr io.Writer) (upOptions, error) {
-	fs := newFlags("up", "up -c FILE [--log-level LEVEL] [--log-json]", stderr)
+	fs := newFlags("up", "up -c FILE [--log-level LEVEL] [--log-json] [--wireguard wireguard-go|wgdev]", stderr)
 	var o upOptions
 	fs.StringVar(&o.file, "c", "", "configuration `file` (wg-quick format plus sidecar sections); SIGHUP reloads it")
 	fs.StringVar(&o.level, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
+	impl := fs.String("wireguard", "wireguard-go", "WireGuard `implementation`: wireguard-go's device, or wgdev, the sidecar's own (faster, new)")
 	if err := parseFlags(fs, args); err != nil {
 		return o, err
+	}
+	switch *impl {
+	case "wireguard-go":
+	case "wgdev":
+		o.ownWG = true
+	default:
+		fmt.Fprintf(stderr, "sidecar up: --wireguard %q: want wireguard-go or wgdev\n", *impl)
+		fs.Usage()
+		return o, errUsage
 	}
 	if o.file == "" {
 		fmt.Fprintln(stderr, "sidecar up: -c FILE is required")
@@ -190,7 +201,7 @@ func cmdUp(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		// at its default socket.
 		cfg.Control = &wgconf.Control{}
 	}
-	node, err := sidecar.Start(cfg, sidecar.Options{Logger: log})
+	node, err := sidecar.Start(cfg, sidecar.Options{Logger: log, OwnWireGuard: o.ownWG})
 	if err != nil {
 		return err
 	}

@@ -422,3 +422,22 @@ func TestDemoServe(t *testing.T) {
 		t.Fatalf("after SIGINT: %v\nstderr:\n%s", err, stderr.String())
 	}
 }
+
+// TestUpWireGuardFlag: --wireguard picks the implementation; anything but
+// its two names is a usage error that names them.
+func TestUpWireGuardFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		own  bool
+	}{{nil, false}, {[]string{"--wireguard", "wireguard-go"}, false}, {[]string{"--wireguard", "wgdev"}, true}} {
+		o, err := parseUpFlags(append([]string{"-c", "x.conf"}, tc.args...), io.Discard)
+		if err != nil || o.ownWG != tc.own {
+			t.Errorf("up %q: own WireGuard %v, %v; want %v", tc.args, o.ownWG, err, tc.own)
+		}
+	}
+	var stderr strings.Builder
+	if _, err := parseUpFlags([]string{"-c", "x.conf", "--wireguard", "kernel"}, &stderr); err != errUsage ||
+		!strings.Contains(stderr.String(), "want wireguard-go or wgdev") {
+		t.Errorf("--wireguard kernel: %v, %q; want a usage error naming both", err, stderr.String())
+	}
+}
