@@ -2,6 +2,7 @@ package wgdev
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -435,4 +438,273 @@ func TestDebianPSKMismatch(t *testing.T) {
 	if n, _, err := w.app.ReadFrom(make([]byte, 2048)); err == nil {
 		t.Errorf("the application received %d bytes over a mismatched key", n)
 	}
+}
+
+// TestDebianRekey: a new session while traffic flows, started by each
+// side: ours by Rekey-After-Time (shortened to 2 s), wireguard-go's after
+// our peer was removed from it and added again. Not a datagram is lost.
+func TestDebianRekey(t *testing.T) {
+	debSkip(t)
+	t.Run("ours", func(t *testing.T) {
+		setDuration(t, &rekeyAfterTime, 2*time.Second)
+		setDuration(t, &rekeyTimeout, time.Second) // at most one initiation a second
+		w := newDebWorld(t, debOptions{oursKnows: true})
+		w.exchange(t, "before", true)
+		first := w.peer().current.Load()
+		hsBefore := w.theirHandshake(t)
+		// 3.5 s of a datagram each way every 50 ms, each checked as it
+		// arrives.
+		n := 0
+		for start := time.Now(); time.Since(start) < 3500*time.Millisecond; time.Sleep(50 * time.Millisecond) {
+			n++
+			msg := fmt.Sprintf("flow %d", n)
+			w.ourSend(t, n%2 == 0, msg)
+			if got, _ := w.appRecv(t, 5*time.Second); got != msg {
+				t.Fatalf("application received %q; want %q", got, msg)
+			}
+			w.appSend(t, n%2 == 0, msg)
+			if got := w.ourRecv(t, n%2 == 0, 5*time.Second); got != msg {
+				t.Fatalf("our side received %q; want %q", got, msg)
+			}
+		}
+		cur := w.peer().current.Load()
+		if cur == first || !cur.Initiator {
+			t.Fatalf("no new session of ours as initiator after %d datagrams each way", n)
+		}
+		if hs := w.theirHandshake(t); hs == hsBefore {
+			t.Errorf("wireguard-go's latest handshake still %s", hs)
+		}
+		if !w.ours.log.has("%s - Received handshake response") {
+			t.Error("no response logged")
+		}
+		w.exchange(t, "after", false)
+	})
+	t.Run("theirs", func(t *testing.T) {
+		w := newDebWorld(t, debOptions{theirsKnows: true})
+		w.exchange(t, "before", false)
+		first := w.peer().current.Load()
+		before := w.ours.peerStatus(t, &node{pub: w.theirPub}).handshake
+		w.wg(t, "set", w.wgIf, "peer", base64.StdEncoding.EncodeToString(w.ours.pub[:]), "remove")
+		if out := w.wg(t, "show", w.wgIf, "peers"); strings.TrimSpace(out) != "" {
+			t.Fatalf("our peer still in wireguard-go: %q", out)
+		}
+		w.addOurPeer(t, w.psk, true)
+		time.Sleep(10 * time.Millisecond) // our last_handshake has nanoseconds; make a change visible
+		w.exchange(t, "after", false)     // wireguard-go has no session: it initiates
+		cur := w.peer().current.Load()
+		if cur == first || cur.Initiator {
+			t.Errorf("no new session of ours as responder")
+		}
+		if after := w.ours.peerStatus(t, &node{pub: w.theirPub}).handshake; !after.After(before) {
+			t.Errorf("our last handshake %v; want after %v", after, before)
+		}
+		if n := countLines(w.ours.log, "%s - Received handshake initiation"); n != 2 {
+			t.Errorf("%d initiations accepted; want 2", n)
+		}
+	})
+}
+
+// TestDebianRoaming: each side moves to a new port; the other learns it
+// from the next authenticated packet and answers there.
+func TestDebianRoaming(t *testing.T) {
+	debSkip(t)
+	t.Run("theirs", func(t *testing.T) {
+		w := newDebWorld(t, debOptions{oursKnows: true})
+		w.exchange(t, "before", true)
+		w.wg(t, "set", w.wgIf, "listen-port", "51910")
+		w.exchange(t, "after", false) // wireguard-go speaks first, from its new port
+		if ep := w.ourEndpoint(t); ep.Port() != 51910 {
+			t.Errorf("our endpoint of wireguard-go: %v; want port 51910", ep)
+		}
+	})
+	t.Run("ours", func(t *testing.T) {
+		w := newDebWorld(t, debOptions{oursKnows: true})
+		w.exchange(t, "before", true)
+		w.ours.ipcSet(t, "listen_port=51911\n")
+		if p := w.ours.listenPort(t); p != 51911 {
+			t.Fatalf("our listen port %d; want 51911", p)
+		}
+		w.exchange(t, "after", true) // we speak first, from our new port
+		want := fmt.Sprintf("%s:51911", debUnderOurs)
+		if ep := w.show(t, "endpoints")[0]; ep != want {
+			t.Errorf("wg show endpoints: %s; want %s", ep, want)
+		}
+	})
+}
+
+// TestDebianCookie: cookies under load, both ways.
+func TestDebianCookie(t *testing.T) {
+	debSkip(t)
+	// Ours under load (the test hook), wireguard-go initiating: our
+	// cookie reply makes it retry, after its Rekey-Timeout (5 s), with a
+	// mac2 we accept.
+	t.Run("ours-theirs-initiate", func(t *testing.T) {
+		w := newDebWorld(t, debOptions{theirsKnows: true})
+		w.ours.dev.forceUnderLoad.Store(true)
+		w.appSend(t, false, "under load")
+		if got := w.ourRecv(t, false, 15*time.Second); got != "under load" {
+			t.Fatalf("our side received %q", got)
+		}
+		w.ours.dev.forceUnderLoad.Store(false)
+		w.exchange(t, "after", true)
+		if n := countLines(w.ours.log, "Sending cookie response for denied handshake message for %v"); n < 1 {
+			t.Error("no cookie reply sent")
+		}
+		if n := countLines(w.ours.log, "%s - Received handshake initiation"); n != 1 {
+			t.Errorf("%d initiations accepted, want 1 (the one with mac2)", n)
+		}
+	})
+	// Ours under load, ours initiating: wireguard-go's response without
+	// mac2 gets a cookie reply; our retry (Rekey-Timeout shortened)
+	// gets a response with a mac2 we accept.
+	t.Run("ours-we-initiate", func(t *testing.T) {
+		setDuration(t, &rekeyTimeout, 500*time.Millisecond)
+		w := newDebWorld(t, debOptions{oursKnows: true})
+		w.ours.dev.forceUnderLoad.Store(true)
+		w.ourSend(t, false, "under load")
+		if got, _ := w.appRecv(t, 10*time.Second); got != "under load" {
+			t.Fatalf("application received %q", got)
+		}
+		w.ours.dev.forceUnderLoad.Store(false)
+		w.exchange(t, "after", true)
+		if n := countLines(w.ours.log, "Sending cookie response for denied handshake message for %v"); n < 1 {
+			t.Error("no cookie reply sent")
+		}
+		if n := countLines(w.ours.log, "%s - Sending handshake initiation"); n < 2 {
+			t.Errorf("%d initiations sent; want a retry after the cookie reply", n)
+		}
+		if n := countLines(w.ours.log, "%s - Received handshake response"); n != 1 {
+			t.Errorf("%d responses accepted, want 1 (the one with mac2)", n)
+		}
+	})
+	// wireguard-go under load: a flood of junk initiations (valid mac1,
+	// so each costs it a Diffie-Hellman) fills its handshake queue past
+	// an eighth; our initiation gets a cookie reply, which we consume,
+	// and our retry carries a mac2 that gets in.
+	t.Run("theirs", func(t *testing.T) {
+		setDuration(t, &rekeyTimeout, 500*time.Millisecond)
+		w := newDebWorld(t, debOptions{oursKnows: true})
+		fl := startFlood(t, w)
+		// wireguard-go answers junk with cookie replies only under load.
+		waitFor(t, "wireguard-go under load (a cookie reply to the flood)", func() bool { return fl.replies.Load() > 0 })
+		w.ourSend(t, false, "through the flood")
+		if got, _ := w.appRecv(t, 20*time.Second); got != "through the flood" {
+			t.Fatalf("application received %q", got)
+		}
+		during := fl.replies.Load()
+		time.Sleep(100 * time.Millisecond)
+		fl.stop()
+		if fl.replies.Load() <= during {
+			t.Error("wireguard-go sent the flood no cookie reply after our handshake: it may not have been under load then")
+		}
+		t.Logf("flood: %d junk initiations sent, %d cookie replies", fl.sent.Load(), fl.replies.Load())
+		if n := countLines(w.ours.log, "%s - Sending handshake initiation"); n < 2 {
+			t.Errorf("%d initiations sent; want a retry after the cookie reply", n)
+		}
+		if w.ours.log.has("Could not decrypt invalid cookie response") {
+			t.Error("a cookie reply from wireguard-go was refused")
+		}
+		if !w.peerHoldsCookie() {
+			t.Error("no cookie held from wireguard-go's cookie reply")
+		}
+		w.exchange(t, "after", true)
+	})
+}
+
+// peerHoldsCookie says whether our peer holds a fresh cookie: the mac2 it
+// would stamp on a message is not zero.
+func (w *debWorld) peerHoldsCookie() bool {
+	p := w.peer()
+	var msg [wgnoise.InitiationSize]byte
+	p.hsMu.Lock()
+	p.cookies.Stamp(msg[:], time.Now())
+	p.hsMu.Unlock()
+	for _, b := range msg[wgnoise.InitiationSize-16:] {
+		if b != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// flood sends junk initiations at wireguard-go from a socket on nsB's
+// kernel stack, in bursts, and counts the cookie replies it gets.
+type flood struct {
+	c       *net.UDPConn
+	sent    atomic.Int64
+	replies atomic.Int64
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func startFlood(t *testing.T, w *debWorld) *flood {
+	t.Helper()
+	fl := &flood{done: make(chan struct{})}
+	var err error
+	w.nsB.Do(func() {
+		fl.c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(fmt.Sprintf("%s:%d", debUnderTheirs, debPortTheirs))))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Junk of the right size and type, each with a valid mac1: anyone
+	// who knows wireguard-go's public key can make one.
+	stamp := wgnoise.NewCookies(w.theirPub)
+	junk := make([][]byte, 16)
+	for i := range junk {
+		junk[i] = make([]byte, wgnoise.InitiationSize)
+		if _, err := rand.Read(junk[i]); err != nil {
+			t.Fatal(err)
+		}
+		binary.LittleEndian.PutUint32(junk[i], wgnoise.TypeInitiation)
+		stamp.Stamp(junk[i], time.Now())
+	}
+	fl.wg.Add(2)
+	go func() {
+		defer fl.wg.Done()
+		for {
+			for i := range 600 {
+				if _, err := fl.c.Write(junk[i%len(junk)]); err == nil {
+					fl.sent.Add(1)
+				}
+			}
+			select {
+			case <-fl.done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	go func() {
+		defer fl.wg.Done()
+		buf := make([]byte, 2048)
+		for {
+			n, err := fl.c.Read(buf)
+			if err != nil {
+				select {
+				case <-fl.done:
+					return
+				default:
+					continue // ICMP errors while wireguard-go rebinds, say
+				}
+			}
+			if typ, ok := wgnoise.MessageType(buf[:n]); ok && typ == wgnoise.TypeCookieReply {
+				fl.replies.Add(1)
+			}
+		}
+	}()
+	t.Cleanup(fl.stop)
+	return fl
+}
+
+// stop ends the flood (more than once is fine).
+func (fl *flood) stop() {
+	select {
+	case <-fl.done:
+		return
+	default:
+	}
+	close(fl.done)
+	fl.c.Close()
+	fl.wg.Wait()
 }
