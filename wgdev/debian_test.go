@@ -10,17 +10,22 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/wgsidecar/sidecar/devconf"
+	"github.com/wgsidecar/sidecar/internal/leaktest"
 	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/internal/wggo"
 	"github.com/wgsidecar/sidecar/udpbind"
+	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wgnoise"
 )
 
@@ -46,6 +51,7 @@ type debWorld struct {
 	u         testnet.Underlay
 	nsA, nsB  *testnet.Netns
 	wgIf      string
+	pid       int // wireguard-go's
 	dir       string
 	ours      *node // our device; addr 10.9.0.1, fd00::1
 	theirKey  wgnoise.PrivateKey
@@ -75,6 +81,7 @@ func debSkip(t *testing.T) {
 func newDebWorld(t *testing.T, o debOptions) *debWorld {
 	t.Helper()
 	debSkip(t)
+	t.Cleanup(leaktest.Check(t)) // runs last: after the device, the sockets and wireguard-go
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	w := &debWorld{
@@ -120,7 +127,7 @@ func newDebWorld(t *testing.T, o debOptions) *debWorld {
 	w.ours.ipcSet(t, peer)
 
 	// wireguard-go in nsB, configured by wg, addresses on its interface.
-	wggo.Start(t, w.u.NsB, w.wgIf)
+	w.pid = wggo.Start(t, w.u.NsB, w.wgIf)
 	keyFile := w.writeKey(t, "their.key", w.theirKey[:])
 	w.wg(t, "set", w.wgIf, "private-key", keyFile, "listen-port", fmt.Sprint(debPortTheirs))
 	theirPSK := w.psk
@@ -367,10 +374,15 @@ func parseUDP(pkt []byte) (src, dst netip.AddrPort, payload []byte, ok bool) {
 	return netip.AddrPortFrom(s, binary.BigEndian.Uint16(udp[0:])), netip.AddrPortFrom(d, binary.BigEndian.Uint16(udp[2:])), udp[8:n], true
 }
 
-// ourEndpoint is our device's endpoint of wireguard-go, from IpcGet.
-func (w *debWorld) ourEndpoint(t *testing.T) netip.AddrPort {
+// ourStatus is our device's IpcGet for its peer wireguard-go, parsed as
+// the node parses it.
+func (w *debWorld) ourStatus(t *testing.T) devconf.PeerStatus {
 	t.Helper()
-	return netip.AddrPortFrom(netip.MustParseAddr(debUnderTheirs), w.ours.peerStatus(t, &node{pub: w.theirPub}).port)
+	st, ok := w.ours.status(t).Peers[wgconf.PublicKey(w.theirPub)]
+	if !ok {
+		t.Fatal("our IpcGet has no peer wireguard-go")
+	}
+	return st
 }
 
 // TestDebianHandshake: a handshake initiated by each side, with and
@@ -409,12 +421,12 @@ func TestDebianHandshake(t *testing.T) {
 			if tr := w.show(t, "transfer"); tr[0] == "0" || tr[1] == "0" {
 				t.Errorf("wg show transfer: %v; want bytes both ways", tr)
 			}
-			st := w.ours.peerStatus(t, &node{pub: w.theirPub})
-			if st.handshake.IsZero() || st.rx == 0 || st.tx == 0 {
-				t.Errorf("our IpcGet: handshake %v rx %d tx %d; want a handshake and bytes both ways", st.handshake, st.rx, st.tx)
+			st := w.ourStatus(t)
+			if st.LastHandshake.IsZero() || st.RxBytes == 0 || st.TxBytes == 0 {
+				t.Errorf("our IpcGet: handshake %v rx %d tx %d; want a handshake and bytes both ways", st.LastHandshake, st.RxBytes, st.TxBytes)
 			}
-			if ep := w.ourEndpoint(t); ep.Port() != debPortTheirs {
-				t.Errorf("our endpoint of wireguard-go: %v; want port %d", ep, debPortTheirs)
+			if want := netip.AddrPortFrom(netip.MustParseAddr(debUnderTheirs), debPortTheirs); st.Endpoint != want {
+				t.Errorf("our endpoint of wireguard-go: %v; want %v", st.Endpoint, want)
 			}
 		})
 	}
@@ -483,7 +495,7 @@ func TestDebianRekey(t *testing.T) {
 		w := newDebWorld(t, debOptions{theirsKnows: true})
 		w.exchange(t, "before", false)
 		first := w.peer().current.Load()
-		before := w.ours.peerStatus(t, &node{pub: w.theirPub}).handshake
+		before := w.ourStatus(t).LastHandshake
 		w.wg(t, "set", w.wgIf, "peer", base64.StdEncoding.EncodeToString(w.ours.pub[:]), "remove")
 		if out := w.wg(t, "show", w.wgIf, "peers"); strings.TrimSpace(out) != "" {
 			t.Fatalf("our peer still in wireguard-go: %q", out)
@@ -495,7 +507,7 @@ func TestDebianRekey(t *testing.T) {
 		if cur == first || cur.Initiator {
 			t.Errorf("no new session of ours as responder")
 		}
-		if after := w.ours.peerStatus(t, &node{pub: w.theirPub}).handshake; !after.After(before) {
+		if after := w.ourStatus(t).LastHandshake; !after.After(before) {
 			t.Errorf("our last handshake %v; want after %v", after, before)
 		}
 		if n := countLines(w.ours.log, "%s - Received handshake initiation"); n != 2 {
@@ -513,8 +525,8 @@ func TestDebianRoaming(t *testing.T) {
 		w.exchange(t, "before", true)
 		w.wg(t, "set", w.wgIf, "listen-port", "51910")
 		w.exchange(t, "after", false) // wireguard-go speaks first, from its new port
-		if ep := w.ourEndpoint(t); ep.Port() != 51910 {
-			t.Errorf("our endpoint of wireguard-go: %v; want port 51910", ep)
+		if ep, want := w.ourStatus(t).Endpoint, netip.MustParseAddrPort(debUnderTheirs+":51910"); ep != want {
+			t.Errorf("our endpoint of wireguard-go: %v; want %v", ep, want)
 		}
 	})
 	t.Run("ours", func(t *testing.T) {
@@ -584,6 +596,9 @@ func TestDebianCookie(t *testing.T) {
 	t.Run("theirs", func(t *testing.T) {
 		setDuration(t, &rekeyTimeout, 500*time.Millisecond)
 		w := newDebWorld(t, debOptions{oursKnows: true})
+		// wireguard-go runs a handshake worker per CPU; on one CPU, on a
+		// machine of any size, they cannot keep up with the flood.
+		pinToOneCPU(t, w.pid)
 		fl := startFlood(t, w)
 		// wireguard-go answers junk with cookie replies only under load.
 		waitFor(t, "wireguard-go under load (a cookie reply to the flood)", func() bool { return fl.replies.Load() > 0 })
@@ -625,6 +640,38 @@ func (w *debWorld) peerHoldsCookie() bool {
 		}
 	}
 	return false
+}
+
+// pinToOneCPU confines every thread of process pid (and so those it makes
+// later) to one of the CPUs this process may use.
+func pinToOneCPU(t *testing.T, pid int) {
+	t.Helper()
+	var mine, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &mine); err != nil {
+		t.Fatal(err)
+	}
+	for cpu := 0; cpu < 1024; cpu++ {
+		if mine.IsSet(cpu) {
+			one.Set(cpu)
+			break
+		}
+	}
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || strings.TrimSpace(string(comm)) != "wireguard-go" {
+		t.Fatalf("process %d is %q (%v), not wireguard-go", pid, comm, err)
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &one); err != nil {
+			t.Fatalf("pinning wireguard-go's thread %d: %v", tid, err)
+		}
+	}
 }
 
 // flood sends junk initiations at wireguard-go from a socket on nsB's
