@@ -6,14 +6,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/wgsidecar/sidecar/internal/testnet"
 	"github.com/wgsidecar/sidecar/internal/wggo"
@@ -104,22 +101,22 @@ func wggoNet(b *testing.B) benchNet {
 		testnet.Run(ctx, b, "ip", "-n", s.ns, "addr", "add", s.tun+"/24", "dev", s.wg)
 		testnet.Run(ctx, b, "ip", "-n", s.ns, "link", "set", s.wg, "up")
 	}
-	a, z := openNetns(b, u.NsA), openNetns(b, u.NsB)
+	a, z := testnet.OpenNetns(b, u.NsA), testnet.OpenNetns(b, u.NsB)
 	return benchNet{
 		listen: func() (ln net.Listener, err error) {
-			z.do(func() { ln, err = net.Listen("tcp", "10.97.0.2:5300") })
+			z.Do(func() { ln, err = net.Listen("tcp", "10.97.0.2:5300") })
 			return ln, err
 		},
 		dial: func() (c net.Conn, err error) {
-			a.do(func() { c, err = net.Dial("tcp", "10.97.0.2:5300") })
+			a.Do(func() { c, err = net.Dial("tcp", "10.97.0.2:5300") })
 			return c, err
 		},
 		listenUDP: func() (pc net.PacketConn, err error) {
-			z.do(func() { pc, err = net.ListenPacket("udp", "10.97.0.2:5301") })
+			z.Do(func() { pc, err = net.ListenPacket("udp", "10.97.0.2:5301") })
 			return pc, err
 		},
 		dialUDP: func() (c net.Conn, err error) {
-			a.do(func() { c, err = net.Dial("udp", "10.97.0.2:5301") })
+			a.Do(func() { c, err = net.Dial("udp", "10.97.0.2:5301") })
 			return c, err
 		},
 	}
@@ -137,42 +134,4 @@ func startWireguardGo(b *testing.B, ns, dev string) {
 		wggoPids = nil
 		wggoMu.Unlock()
 	})
-}
-
-// netnsHandle runs functions with the calling goroutine's thread inside a
-// network namespace, so that the sockets they open belong to it.
-type netnsHandle struct{ self, target *os.File }
-
-func openNetns(b *testing.B, ns string) netnsHandle {
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		b.Fatal(err)
-	}
-	target, err := os.Open("/var/run/netns/" + ns)
-	if err != nil {
-		self.Close()
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { self.Close(); target.Close() })
-	return netnsHandle{self, target}
-}
-
-// do runs f on a thread of its own inside the namespace. If the thread
-// cannot be moved back, it is not handed back to the runtime: it ends with
-// its goroutine.
-func (h netnsHandle) do(f func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		if err := unix.Setns(int(h.target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			panic(err)
-		}
-		f()
-		if unix.Setns(int(h.self.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	<-done
 }

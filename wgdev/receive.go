@@ -87,13 +87,15 @@ func (d *Device) receiveBatch(st *rxState, n int) {
 			d.enqueueHandshake(typ, msg, st.eps[i])
 		}
 	}
+	// The peers' endpoints move before delivery, as wireguard-go's do:
+	// an immediate reply goes where the peer now is.
+	for i := range st.peers {
+		d.afterReceive(&st.peers[i])
+	}
 	if len(st.out) > 0 && d.tun != nil {
 		if _, err := d.tun.Write(st.out, wgnoise.TransportHeaderSize); err != nil && !d.shut.Load() {
 			d.log.Errorf("Failed to write packets to TUN device: %v", err)
 		}
-	}
-	for i := range st.peers {
-		d.afterReceive(&st.peers[i])
 	}
 	clear(st.peers)
 	clear(st.out[:cap(st.out)])

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ import (
 const (
 	interopRoleEnv   = "WGSIDECAR_INTEROP_ROLE"   // "sidecar" or "kernel-server"
 	interopConfigEnv = "WGSIDECAR_INTEROP_CONFIG" // the sidecar's configuration file
+	interopOwnEnv    = "WGSIDECAR_INTEROP_OWN"    // "1": the sidecar runs on wgdev (Options.OwnWireGuard)
 	interopMark      = "INTEROP "                 // prefix of the children's report lines
 	interopBigSize   = 1 << 20                    // bytes of /big, served by the sidecar
 )
@@ -66,6 +68,10 @@ const (
 // see interopFlowLogTruth. Its subtest Forwards checks the file's
 // [TCPServerTunnel] and [Socks5] sections against the same peer: see
 // interopForwards.
+//
+// The sidecar runs on wireguard-go's device here;
+// TestInteropKernelOwnWireGuard runs the same with the sidecar on the
+// module's own WireGuard implementation.
 func TestInteropKernelWireGuard(t *testing.T) {
 	switch role := os.Getenv(interopRoleEnv); role {
 	case "":
@@ -78,7 +84,24 @@ func TestInteropKernelWireGuard(t *testing.T) {
 	default:
 		t.Fatalf("%s=%q: unknown role", interopRoleEnv, role)
 	}
+	interopKernel(t, false)
+}
 
+// TestInteropKernelOwnWireGuard is TestInteropKernelWireGuard, subtests
+// included, with the sidecar's node on the module's own WireGuard
+// implementation (Options.OwnWireGuard, package wgdev) against Debian's
+// wireguard-go and the kernel's TCP/IP stack.
+func TestInteropKernelOwnWireGuard(t *testing.T) {
+	if os.Getenv(interopRoleEnv) != "" {
+		return // a child of the interop test, which runs only the test it names
+	}
+	interopKernel(t, true)
+}
+
+// interopKernel is the interop test, with the sidecar on wgdev when own
+// is set. Its names (namespaces, interfaces) differ with own, so that the
+// two runs cannot collide.
+func interopKernel(t *testing.T, own bool) {
 	if why := wggo.Missing("curl", "ping"); why != "" {
 		t.Skip(why)
 	}
@@ -94,11 +117,16 @@ func TestInteropKernelWireGuard(t *testing.T) {
 
 	// Names unique to this process: /var/run/wireguard and the namespace
 	// and interface names are shared by the whole machine.
-	wgIf := fmt.Sprintf("wsik%d", testnet.ID())
+	tag, veth, wgIf := "interop", "wsi", fmt.Sprintf("wsik%d", testnet.ID())
+	sidecarEnv := []string{interopRoleEnv + "=sidecar"}
+	if own {
+		tag, veth, wgIf = "interopown", "wso", fmt.Sprintf("wsok%d", testnet.ID())
+		sidecarEnv = append(sidecarEnv, interopOwnEnv+"=1")
+	}
 	dir := t.TempDir()
 
 	// --- The underlay: two namespaces and a veth pair between them. ---
-	u := testnet.NewUnderlay(ctx, t, "interop", "wsi")
+	u := testnet.NewUnderlay(ctx, t, tag, veth)
 	nsA, nsB := u.NsA, u.NsB
 	for _, c := range []struct{ ns, dev, v4, v6 string }{
 		{nsA, u.VethA, interopUnderA + "/24", "fd00:231::1/64"},
@@ -189,13 +217,20 @@ Output = %s
 %s`, sidecarPriv.Base64(), interopTunA4, interopTunA6, interopPortA,
 		kernelPub, psk.Base64(), interopTunB4, interopTunB6, interopUnderB, interopPortB, flowFile,
 		interopForwardSections()))
-	sc := interopStart(ctx, t, "sidecar", []string{interopRoleEnv + "=sidecar", interopConfigEnv + "=" + sidecarConf},
+	sc := interopStart(ctx, t, "sidecar", append(sidecarEnv, interopConfigEnv+"="+sidecarConf),
 		"ip", "netns", "exec", nsA, self, "-test.run=^TestInteropKernelWireGuard$", "-test.timeout=120s")
 	t.Cleanup(func() { sc.stop(t, syscall.SIGKILL) })
 
 	ready := sc.expect(t, "READY", 15*time.Second)
 	if want := fmt.Sprintf("READY %s %d", sidecarPub, interopPortA); ready != want {
 		t.Errorf("sidecar reported %q; want %q (public key and ListenPort of its file)", ready, want)
+	}
+	wantImpl := "DEVICE wireguard-go"
+	if own {
+		wantImpl = "DEVICE wgdev"
+	}
+	if impl := sc.expect(t, "DEVICE ", 5*time.Second); impl != wantImpl {
+		t.Errorf("sidecar reported %q; want %q", impl, wantImpl)
 	}
 
 	// 3. The sidecar reaches the kernel's TCP server and pings the
@@ -355,7 +390,7 @@ func interopSidecarChild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parse config: %v", err)
 	}
-	node, err := sidecar.Start(cfg, sidecar.Options{})
+	node, err := sidecar.Start(cfg, sidecar.Options{OwnWireGuard: os.Getenv(interopOwnEnv) == "1"})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -367,6 +402,7 @@ func interopSidecarChild(t *testing.T) {
 	served := make(chan struct{})
 	go func() { defer close(served); srv.Serve(ln) }()
 	report("READY %s %d", node.PublicKey(), node.ListenPort())
+	report("DEVICE %s", interopDeviceImpl())
 
 	interopSidecarTraffic(node, report)
 	peers, err := node.Peers()
@@ -389,6 +425,23 @@ func interopSidecarChild(t *testing.T) {
 		t.Fatalf("close: %v", err)
 	}
 	report("CLOSED")
+}
+
+// interopDeviceImpl names the WireGuard implementation whose goroutines
+// run in this process: "wgdev" (its handshake goroutine), "wireguard-go"
+// (its handshake workers), or what was seen otherwise.
+func interopDeviceImpl() string {
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	own := strings.Contains(stacks, "sidecar/wgdev.(*Device).handshakeLoop")
+	stock := strings.Contains(stacks, "wireguard/device.(*Device).RoutineHandshake")
+	switch {
+	case own && !stock:
+		return "wgdev"
+	case stock && !own:
+		return "wireguard-go"
+	}
+	return fmt.Sprintf("unclear (wgdev %v, wireguard-go %v)", own, stock)
 }
 
 // interopSidecarCommands reads the parent's commands from stdin, one a

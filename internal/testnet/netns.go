@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // ID names what a namespace test makes (namespaces, interfaces, sockets)
@@ -64,4 +67,46 @@ func CheckLinksGone(t testing.TB, devs ...string) {
 			t.Errorf("interface %s left behind in the host namespace", dev)
 		}
 	}
+}
+
+// Netns runs functions on a thread inside a network namespace, so that
+// the sockets they open belong to it (a socket stays in the namespace it
+// was opened in, whichever thread uses it later).
+type Netns struct{ self, target *os.File }
+
+// OpenNetns opens network namespace ns (one `ip netns add` made) for Do;
+// the handles are closed when the test ends.
+func OpenNetns(t testing.TB, ns string) *Netns {
+	t.Helper()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := os.Open("/var/run/netns/" + ns)
+	if err != nil {
+		self.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { self.Close(); target.Close() })
+	return &Netns{self, target}
+}
+
+// Do runs f on a locked thread of its own inside the namespace and waits
+// for it. If the thread cannot be moved back, it is not handed back to
+// the runtime: it ends with its goroutine.
+func (h *Netns) Do(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		if err := unix.Setns(int(h.target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			panic(err)
+		}
+		f()
+		if unix.Setns(int(h.self.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+	<-done
 }
