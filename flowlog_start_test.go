@@ -15,16 +15,18 @@ import (
 // endpoint sends its first handshake initiation from Start; the flow log
 // counts it (148 B) and the response (92 B), as a capture of the wire
 // would, because counting starts before the socket's first packet (#15).
-func TestFlowLogCountsFromFirstPacket(t *testing.T) {
+func TestFlowLogCountsFromFirstPacket(t *testing.T) { forEachDevice(t, flowLogCountsFromFirstPacket) }
+
+func flowLogCountsFromFirstPacket(t *testing.T, own bool) {
 	aCfg, bCfg := pairConfigs(t)
-	b, err := sidecar.Start(bCfg, sidecar.Options{})
+	b, err := sidecar.Start(bCfg, sidecar.Options{OwnWireGuard: own})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	sink := &netlog.MemorySink{}
 	aCfg.Peers[0].Endpoint = fmt.Sprintf("127.0.0.1:%d", b.ListenPort())
-	a, err := sidecar.Start(aCfg, sidecar.Options{FlowSink: sink})
+	a, err := sidecar.Start(aCfg, sidecar.Options{FlowSink: sink, OwnWireGuard: own})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,10 +69,13 @@ func framing(n, mtu int) int {
 // layer equals the IP packets that crossed the tunnel device, and the
 // physical bytes equal their WireGuard framing plus the handshake and
 // keepalive messages, exactly, in both directions.
-func TestFlowLogReconcilesLayers(t *testing.T) {
+func TestFlowLogReconcilesLayers(t *testing.T) { forEachDevice(t, flowLogReconcilesLayers) }
+
+func flowLogReconcilesLayers(t *testing.T, own bool) {
 	var sinks [2]netlog.MemorySink
 	var recs [2]*recorder
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
+		OwnWireGuard: own,
 		NodeOptions: func(i int, o *sidecar.Options) {
 			o.FlowSink = &sinks[i]
 			o.WrapTUN = func(d tun.Device) tun.Device {

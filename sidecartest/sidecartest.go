@@ -37,9 +37,12 @@ type Options struct {
 	// sidecar.Options.FlowSink): a *netlog.MemorySink keeps the windows
 	// for the test to read, node.CutFlows ends one on demand.
 	FlowSinks []netlog.Sink
+	// OwnWireGuard runs every node on the module's own WireGuard device
+	// (sidecar.Options.OwnWireGuard) instead of wireguard-go's.
+	OwnWireGuard bool
 	// NodeOptions, if set, may adjust node i's start options (device
-	// wrappers, limits, watchdog); Logger and FlowSink are set before it
-	// is called.
+	// wrappers, limits, watchdog); Logger, FlowSink and OwnWireGuard are
+	// set before it is called.
 	NodeOptions func(i int, o *sidecar.Options)
 }
 
@@ -93,7 +96,7 @@ func NewNodes(t testing.TB, n int, opts Options) []*sidecar.Node {
 		if opts.Configure != nil {
 			opts.Configure(i, cfg)
 		}
-		nodeOpts := sidecar.Options{Logger: logger.With("node", i)}
+		nodeOpts := sidecar.Options{Logger: logger.With("node", i), OwnWireGuard: opts.OwnWireGuard}
 		if i < len(opts.FlowSinks) {
 			nodeOpts.FlowSink = opts.FlowSinks[i]
 		}
