@@ -131,13 +131,13 @@ func TestBulkTransferChecksum(t *testing.T) {
 			size = 32 << 20
 		}
 		nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
-		bulkChecksum(t, nodes[0], nodes[1], size)
+		bulkChecksum(t, nodes[0], nodes[1], sidecartest.Addr4(1), size)
 	})
 }
 
-// bulkChecksum sends size bytes from a to b over TCP and checks that b
-// received them with the sender's checksum.
-func bulkChecksum(t *testing.T, a, b *sidecar.Node, size int64) {
+// bulkChecksum sends size bytes from a to b's address to over TCP and
+// checks that b received them with the sender's checksum.
+func bulkChecksum(t *testing.T, a, b *sidecar.Node, to netip.Addr, size int64) {
 	t.Helper()
 	ln, err := b.Listen("tcp", ":9000")
 	if err != nil {
@@ -145,7 +145,7 @@ func bulkChecksum(t *testing.T, a, b *sidecar.Node, size int64) {
 	}
 	defer ln.Close()
 	done := testnet.SumOne(t, ln)
-	c, err := a.Dial("tcp", "10.99.0.2:9000")
+	c, err := a.Dial("tcp", netip.AddrPortFrom(to, 9000).String())
 	if err != nil {
 		t.Fatal(err)
 	}
