@@ -108,18 +108,7 @@ func flowLogReconcilesLayers(t *testing.T, own bool) {
 	sent0, recv0 := a.Messages()
 	before := len(sinks[0].Messages())
 
-	// The traffic of the window.
-	for _, url := range []string{"http://10.99.0.2/", "http://[fd00:99::2]/"} {
-		if got := testnet.Get(t, a.HTTPClient(), url); !strings.HasPrefix(got, "b saw") {
-			t.Fatalf("GET %s: %q", url, got)
-		}
-	}
-	a.HTTPClient().CloseIdleConnections()
-	bulkTCP(t, a, b, 3<<20)
-	udpEcho(t, a, b)
-	if _, err := a.Ping(ctx, "fd00:99::2"); err != nil {
-		t.Fatal(err)
-	}
+	windowTraffic(ctx, t, a, b)
 	quiesce()
 	if err := a.CutFlows(ctx); err != nil {
 		t.Fatal(err)
@@ -185,6 +174,24 @@ func flowLogReconcilesLayers(t *testing.T, own bool) {
 		v.TxPackets, v.TxBytes, v.RxPackets, v.RxBytes, p.TxBytes, p.RxBytes, hsTx, hsRx)
 	if txBytes < 3<<20 {
 		t.Errorf("only %d bytes crossed; the bulk transfer is missing", txBytes)
+	}
+}
+
+// windowTraffic is the traffic of a reconciliation window from a to b
+// (which serves HTTP): HTTP over IPv4 and IPv6, a 3 MiB TCP transfer,
+// UDP datagrams of sizes that pad differently, a ping.
+func windowTraffic(ctx context.Context, t *testing.T, a, b *sidecar.Node) {
+	t.Helper()
+	for _, url := range []string{"http://10.99.0.2/", "http://[fd00:99::2]/"} {
+		if got := testnet.Get(t, a.HTTPClient(), url); !strings.HasPrefix(got, "b saw") {
+			t.Fatalf("GET %s: %q", url, got)
+		}
+	}
+	a.HTTPClient().CloseIdleConnections()
+	bulkTCP(t, a, b, 3<<20)
+	udpEcho(t, a, b)
+	if _, err := a.Ping(ctx, "fd00:99::2"); err != nil {
+		t.Fatal(err)
 	}
 }
 
