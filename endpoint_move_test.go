@@ -13,6 +13,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/sidecartest"
 )
 
 // TestEndpointMoves follows a peer that moves, on loopback only.
@@ -33,7 +34,7 @@ func TestEndpointMoves(t *testing.T) {
 		t.Skip("waits for WireGuard's 15 s handshake timer")
 	}
 	check := leaktest.Check(t)
-	t.Run("nodes", func(t *testing.T) { forEachDevice(t, endpointMoves) })
+	t.Run("nodes", func(t *testing.T) { sidecartest.ForEachDevice(t, endpointMoves) })
 	check()
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/netlog"
+	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wrap"
 )
 
@@ -15,7 +16,9 @@ import (
 // endpoint sends its first handshake initiation from Start; the flow log
 // counts it (148 B) and the response (92 B), as a capture of the wire
 // would, because counting starts before the socket's first packet (#15).
-func TestFlowLogCountsFromFirstPacket(t *testing.T) { forEachDevice(t, flowLogCountsFromFirstPacket) }
+func TestFlowLogCountsFromFirstPacket(t *testing.T) {
+	sidecartest.ForEachDevice(t, flowLogCountsFromFirstPacket)
+}
 
 func flowLogCountsFromFirstPacket(t *testing.T, own bool) {
 	aCfg, bCfg := pairConfigs(t)

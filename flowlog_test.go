@@ -69,7 +69,7 @@ func framing(n, mtu int) int {
 // layer equals the IP packets that crossed the tunnel device, and the
 // physical bytes equal their WireGuard framing plus the handshake and
 // keepalive messages, exactly, in both directions.
-func TestFlowLogReconcilesLayers(t *testing.T) { forEachDevice(t, flowLogReconcilesLayers) }
+func TestFlowLogReconcilesLayers(t *testing.T) { sidecartest.ForEachDevice(t, flowLogReconcilesLayers) }
 
 func flowLogReconcilesLayers(t *testing.T, own bool) {
 	var sinks [2]netlog.MemorySink

@@ -97,7 +97,7 @@ func (r *traceRecord) stop(t *testing.T) (sizes, data map[monitor.Point][]int) {
 // and bytes equal the traced tunnel packets, the physical layer's equal the
 // traced datagrams, and each data message is its packet's WireGuard
 // framing (padded to 16 bytes, not past the MTU), exactly, both ways.
-func TestFlowLogReconcilesTraces(t *testing.T) { forEachDevice(t, flowLogReconcilesTraces) }
+func TestFlowLogReconcilesTraces(t *testing.T) { sidecartest.ForEachDevice(t, flowLogReconcilesTraces) }
 
 func flowLogReconcilesTraces(t *testing.T, own bool) {
 	var sinks [2]netlog.MemorySink

@@ -33,7 +33,7 @@ import (
 // forwards. Nothing leaks after Close.
 func TestReloadDuringTransfer(t *testing.T) {
 	check := leaktest.Check(t)
-	t.Run("nodes", func(t *testing.T) { forEachDevice(t, reloadDuringTransfer) })
+	t.Run("nodes", func(t *testing.T) { sidecartest.ForEachDevice(t, reloadDuringTransfer) })
 	check()
 }
 

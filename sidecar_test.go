@@ -23,7 +23,7 @@ import (
 )
 
 func TestHTTPBothDirectionsIPv4AndIPv6(t *testing.T) {
-	forEachDevice(t, func(t *testing.T, own bool) {
+	sidecartest.ForEachDevice(t, func(t *testing.T, own bool) {
 		nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
 		httpBothWays(t, nodes[0], nodes[1])
 	})
@@ -55,7 +55,7 @@ func httpBothWays(t *testing.T, a, b *sidecar.Node) {
 
 // TestAllowedIPsDecideReach builds a chain 0 - 1 - 2 where 0 and 2 are not
 // peers: each reaches exactly the nodes its AllowedIPs name.
-func TestAllowedIPsDecideReach(t *testing.T) { forEachDevice(t, allowedIPsDecideReach) }
+func TestAllowedIPsDecideReach(t *testing.T) { sidecartest.ForEachDevice(t, allowedIPsDecideReach) }
 
 func allowedIPsDecideReach(t *testing.T, own bool) {
 	nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{
@@ -125,7 +125,7 @@ func allowedIPsDecideReach(t *testing.T, own bool) {
 // TestBulkTransferChecksum sends 256 MiB over wireguard-go (32 MiB with
 // -short) and 32 MiB over wgdev: the checksums match.
 func TestBulkTransferChecksum(t *testing.T) {
-	forEachDevice(t, func(t *testing.T, own bool) {
+	sidecartest.ForEachDevice(t, func(t *testing.T, own bool) {
 		size := int64(256 << 20)
 		if testing.Short() || own {
 			size = 32 << 20
@@ -166,7 +166,7 @@ func bulkChecksum(t *testing.T, a, b *sidecar.Node, to netip.Addr, size int64) {
 	}
 }
 
-func TestPresharedKeys(t *testing.T) { forEachDevice(t, presharedKeys) }
+func TestPresharedKeys(t *testing.T) { sidecartest.ForEachDevice(t, presharedKeys) }
 
 func presharedKeys(t *testing.T, own bool) {
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{PresharedKeys: true, OwnWireGuard: own})
@@ -201,7 +201,7 @@ func presharedKeys(t *testing.T, own bool) {
 	}
 }
 
-func TestPing(t *testing.T) { forEachDevice(t, ping) }
+func TestPing(t *testing.T) { sidecartest.ForEachDevice(t, ping) }
 
 func ping(t *testing.T, own bool) {
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
@@ -225,7 +225,9 @@ func ping(t *testing.T, own bool) {
 // the same key, on the same port and then on another port that its peer was
 // never told of: the peer reaches it again each time (the second time by
 // roaming to the endpoint the restarted node's handshake came from).
-func TestRestartedNodeIsReachedAgain(t *testing.T) { forEachDevice(t, restartedNodeIsReachedAgain) }
+func TestRestartedNodeIsReachedAgain(t *testing.T) {
+	sidecartest.ForEachDevice(t, restartedNodeIsReachedAgain)
+}
 
 func restartedNodeIsReachedAgain(t *testing.T, own bool) {
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
@@ -275,7 +277,7 @@ func restartedNodeIsReachedAgain(t *testing.T, own bool) {
 
 // TestDNSThroughTunnel serves DNS on node 1's tunnel address; node 0 uses
 // it (with a search domain) and never the host's resolver.
-func TestDNSThroughTunnel(t *testing.T) { forEachDevice(t, dnsThroughTunnel) }
+func TestDNSThroughTunnel(t *testing.T) { sidecartest.ForEachDevice(t, dnsThroughTunnel) }
 
 func dnsThroughTunnel(t *testing.T, own bool) {
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
@@ -363,7 +365,7 @@ func serveDNS(pc net.PacketConn, queries *atomic.Int32, records map[string][]net
 // does not resolve yet (a container whose peer is not up). While the peer
 // has no handshake the name is looked up again; once it resolves, traffic
 // flows.
-func TestEndpointNameReresolved(t *testing.T) { forEachDevice(t, endpointNameReresolved) }
+func TestEndpointNameReresolved(t *testing.T) { sidecartest.ForEachDevice(t, endpointNameReresolved) }
 
 func endpointNameReresolved(t *testing.T, own bool) {
 	aCfg, bCfg := pairConfigs(t)
@@ -437,7 +439,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	// A nested test owns the nodes, so that its cleanup closes them
 	// before the check runs.
 	t.Run("nodes", func(t *testing.T) {
-		forEachDevice(t, func(t *testing.T, own bool) {
+		sidecartest.ForEachDevice(t, func(t *testing.T, own bool) {
 			nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{PresharedKeys: true, OwnWireGuard: own})
 			testnet.ServeHTTP(t, nodes[2], "c")
 			for _, n := range nodes[:2] {
@@ -458,7 +460,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 // TestSetPeersKeepsSessions changes node a's peer list (one peer removed,
 // one added) while a transfer to an untouched peer runs: the transfer
 // completes intact without a new handshake, and the changes are in effect.
-func TestSetPeersKeepsSessions(t *testing.T) { forEachDevice(t, setPeersKeepsSessions) }
+func TestSetPeersKeepsSessions(t *testing.T) { sidecartest.ForEachDevice(t, setPeersKeepsSessions) }
 
 func setPeersKeepsSessions(t *testing.T, own bool) {
 	nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{OwnWireGuard: own})

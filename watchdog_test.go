@@ -24,7 +24,7 @@ import (
 // dead, so the recovery is the watchdog's doing.
 func TestWatchdogReopensBrokenSocket(t *testing.T) {
 	check := leaktest.Check(t)
-	t.Run("nodes", func(t *testing.T) { forEachDevice(t, watchdogReopensBrokenSocket) })
+	t.Run("nodes", func(t *testing.T) { sidecartest.ForEachDevice(t, watchdogReopensBrokenSocket) })
 	check()
 }
 

@@ -141,3 +141,26 @@ func NewNodes(t testing.TB, n int, opts Options) []*sidecar.Node {
 	}
 	return nodes
 }
+
+// Devices are the WireGuard devices a node can run on, by name:
+// wireguard-go's, and the module's own (sidecar.Options.OwnWireGuard, the
+// value of Own).
+var Devices = []struct {
+	Name string
+	Own  bool
+}{{"wireguard-go", false}, {"wgdev", true}}
+
+// ForEachDevice runs f once per device of Devices, as parallel subtests
+// named after the device; own is the OwnWireGuard option (Options or
+// sidecar.Options) to start the nodes with. The subtests run when the
+// calling test function returns, so a test that checks afterwards (for
+// leaked goroutines, say) calls ForEachDevice inside a t.Run of its own
+// and checks when that returns.
+func ForEachDevice(t *testing.T, f func(t *testing.T, own bool)) {
+	for _, d := range Devices {
+		t.Run(d.Name, func(t *testing.T) {
+			t.Parallel()
+			f(t, d.Own)
+		})
+	}
+}
