@@ -13,6 +13,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
+	"github.com/wgsidecar/sidecar/sidecartest"
 )
 
 // TestEndpointMoves follows a peer that moves, on loopback only.
@@ -33,15 +34,15 @@ func TestEndpointMoves(t *testing.T) {
 		t.Skip("waits for WireGuard's 15 s handshake timer")
 	}
 	check := leaktest.Check(t)
-	t.Run("nodes", endpointMoves)
+	t.Run("nodes", func(t *testing.T) { sidecartest.ForEachDevice(t, endpointMoves) })
 	check()
 }
 
-func endpointMoves(t *testing.T) {
+func endpointMoves(t *testing.T, own bool) {
 	// No endpoint for a in b's file: b only answers where a's packets
 	// come from.
 	aCfg, bCfg := pairConfigs(t)
-	b, err := sidecar.Start(bCfg, sidecar.Options{Logger: testLogger(t)})
+	b, err := sidecar.Start(bCfg, sidecar.Options{Logger: testLogger(t), OwnWireGuard: own})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +56,9 @@ func endpointMoves(t *testing.T) {
 	resolvesTo.Store(&first)
 	aCfg.Peers[0].Endpoint = fmt.Sprintf("peer.test:%d", port)
 	a, err := sidecar.Start(aCfg, sidecar.Options{
-		Logger:   testLogger(t),
-		Watchdog: time.Second,
+		Logger:       testLogger(t),
+		OwnWireGuard: own,
+		Watchdog:     time.Second,
 		LookupEndpoint: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			if host != "peer.test" {
 				return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
@@ -97,7 +99,7 @@ func endpointMoves(t *testing.T) {
 	oldPort := b.ListenPort()
 	b.Close()
 	bCfg.Peers[0].Endpoint = fmt.Sprintf("127.0.0.1:%d", a.ListenPort())
-	b, err = sidecar.Start(bCfg, sidecar.Options{Logger: testLogger(t)})
+	b, err = sidecar.Start(bCfg, sidecar.Options{Logger: testLogger(t), OwnWireGuard: own})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wgsidecar/sidecar"
 	"github.com/wgsidecar/sidecar/netlog"
+	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wrap"
 )
 
@@ -16,15 +17,19 @@ import (
 // counts it (148 B) and the response (92 B), as a capture of the wire
 // would, because counting starts before the socket's first packet (#15).
 func TestFlowLogCountsFromFirstPacket(t *testing.T) {
+	sidecartest.ForEachDevice(t, flowLogCountsFromFirstPacket)
+}
+
+func flowLogCountsFromFirstPacket(t *testing.T, own bool) {
 	aCfg, bCfg := pairConfigs(t)
-	b, err := sidecar.Start(bCfg, sidecar.Options{})
+	b, err := sidecar.Start(bCfg, sidecar.Options{OwnWireGuard: own})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	sink := &netlog.MemorySink{}
 	aCfg.Peers[0].Endpoint = fmt.Sprintf("127.0.0.1:%d", b.ListenPort())
-	a, err := sidecar.Start(aCfg, sidecar.Options{FlowSink: sink})
+	a, err := sidecar.Start(aCfg, sidecar.Options{FlowSink: sink, OwnWireGuard: own})
 	if err != nil {
 		t.Fatal(err)
 	}

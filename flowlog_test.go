@@ -69,10 +69,13 @@ func framing(n, mtu int) int {
 // layer equals the IP packets that crossed the tunnel device, and the
 // physical bytes equal their WireGuard framing plus the handshake and
 // keepalive messages, exactly, in both directions.
-func TestFlowLogReconcilesLayers(t *testing.T) {
+func TestFlowLogReconcilesLayers(t *testing.T) { sidecartest.ForEachDevice(t, flowLogReconcilesLayers) }
+
+func flowLogReconcilesLayers(t *testing.T, own bool) {
 	var sinks [2]netlog.MemorySink
 	var recs [2]*recorder
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
+		OwnWireGuard: own,
 		NodeOptions: func(i int, o *sidecar.Options) {
 			o.FlowSink = &sinks[i]
 			o.WrapTUN = func(d tun.Device) tun.Device {
@@ -105,18 +108,7 @@ func TestFlowLogReconcilesLayers(t *testing.T) {
 	sent0, recv0 := a.Messages()
 	before := len(sinks[0].Messages())
 
-	// The traffic of the window.
-	for _, url := range []string{"http://10.99.0.2/", "http://[fd00:99::2]/"} {
-		if got := testnet.Get(t, a.HTTPClient(), url); !strings.HasPrefix(got, "b saw") {
-			t.Fatalf("GET %s: %q", url, got)
-		}
-	}
-	a.HTTPClient().CloseIdleConnections()
-	bulkTCP(t, a, b, 3<<20)
-	udpEcho(t, a, b)
-	if _, err := a.Ping(ctx, "fd00:99::2"); err != nil {
-		t.Fatal(err)
-	}
+	windowTraffic(ctx, t, a, b)
 	quiesce()
 	if err := a.CutFlows(ctx); err != nil {
 		t.Fatal(err)
@@ -182,6 +174,24 @@ func TestFlowLogReconcilesLayers(t *testing.T) {
 		v.TxPackets, v.TxBytes, v.RxPackets, v.RxBytes, p.TxBytes, p.RxBytes, hsTx, hsRx)
 	if txBytes < 3<<20 {
 		t.Errorf("only %d bytes crossed; the bulk transfer is missing", txBytes)
+	}
+}
+
+// windowTraffic is the traffic of a reconciliation window from a to b
+// (which serves HTTP): HTTP over IPv4 and IPv6, a 3 MiB TCP transfer,
+// UDP datagrams of sizes that pad differently, a ping.
+func windowTraffic(ctx context.Context, t *testing.T, a, b *sidecar.Node) {
+	t.Helper()
+	for _, url := range []string{"http://10.99.0.2/", "http://[fd00:99::2]/"} {
+		if got := testnet.Get(t, a.HTTPClient(), url); !strings.HasPrefix(got, "b saw") {
+			t.Fatalf("GET %s: %q", url, got)
+		}
+	}
+	a.HTTPClient().CloseIdleConnections()
+	bulkTCP(t, a, b, 3<<20)
+	udpEcho(t, a, b)
+	if _, err := a.Ping(ctx, "fd00:99::2"); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -33,12 +33,12 @@ import (
 // forwards. Nothing leaks after Close.
 func TestReloadDuringTransfer(t *testing.T) {
 	check := leaktest.Check(t)
-	t.Run("nodes", func(t *testing.T) { reloadDuringTransfer(t) })
+	t.Run("nodes", func(t *testing.T) { sidecartest.ForEachDevice(t, reloadDuringTransfer) })
 	check()
 }
 
-func reloadDuringTransfer(t *testing.T) {
-	peers := sidecartest.NewNodes(t, 4, sidecartest.Options{}) // b, c, d, e: 10.99.0.1-4
+func reloadDuringTransfer(t *testing.T, own bool) {
+	peers := sidecartest.NewNodes(t, 4, sidecartest.Options{OwnWireGuard: own}) // b, c, d, e: 10.99.0.1-4
 	b, c, d, e := peers[0], peers[1], peers[2], peers[3]
 	aKey, _ := wgconf.GeneratePrivateKey()
 	aAddrs := []netip.Prefix{netip.MustParsePrefix("10.99.0.10/32"), netip.MustParsePrefix("fd00:99::a/128")}
@@ -69,7 +69,7 @@ func reloadDuringTransfer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := sidecar.Start(parsed, sidecar.Options{Logger: testLogger(t)})
+	a, err := sidecar.Start(parsed, sidecar.Options{Logger: testLogger(t), OwnWireGuard: own})
 	if err != nil {
 		t.Fatal(err)
 	}

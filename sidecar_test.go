@@ -23,7 +23,16 @@ import (
 )
 
 func TestHTTPBothDirectionsIPv4AndIPv6(t *testing.T) {
-	a, b := sidecartest.NewPair(t)
+	sidecartest.ForEachDevice(t, func(t *testing.T, own bool) {
+		nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
+		httpBothWays(t, nodes[0], nodes[1])
+	})
+}
+
+// httpBothWays serves HTTP on both nodes and has each fetch from the
+// other, over IPv4 and IPv6.
+func httpBothWays(t *testing.T, a, b *sidecar.Node) {
+	t.Helper()
 	testnet.ServeHTTP(t, a, "a")
 	testnet.ServeHTTP(t, b, "b")
 	cases := []struct {
@@ -46,9 +55,12 @@ func TestHTTPBothDirectionsIPv4AndIPv6(t *testing.T) {
 
 // TestAllowedIPsDecideReach builds a chain 0 - 1 - 2 where 0 and 2 are not
 // peers: each reaches exactly the nodes its AllowedIPs name.
-func TestAllowedIPsDecideReach(t *testing.T) {
+func TestAllowedIPsDecideReach(t *testing.T) { sidecartest.ForEachDevice(t, allowedIPsDecideReach) }
+
+func allowedIPsDecideReach(t *testing.T, own bool) {
 	nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{
-		Peered: func(i, j int) bool { return i == 1 || j == 1 },
+		Peered:       func(i, j int) bool { return i == 1 || j == 1 },
+		OwnWireGuard: own,
 	})
 	for i, n := range nodes {
 		ln, err := n.Listen("tcp", ":7")
@@ -110,19 +122,30 @@ func TestAllowedIPsDecideReach(t *testing.T) {
 	}
 }
 
+// TestBulkTransferChecksum sends 256 MiB over wireguard-go (32 MiB with
+// -short) and 32 MiB over wgdev: the checksums match.
 func TestBulkTransferChecksum(t *testing.T) {
-	size := int64(256 << 20)
-	if testing.Short() {
-		size = 32 << 20
-	}
-	a, b := sidecartest.NewPair(t)
+	sidecartest.ForEachDevice(t, func(t *testing.T, own bool) {
+		size := int64(256 << 20)
+		if testing.Short() || own {
+			size = 32 << 20
+		}
+		nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
+		bulkChecksum(t, nodes[0], nodes[1], sidecartest.Addr4(1), size)
+	})
+}
+
+// bulkChecksum sends size bytes from a to b's address to over TCP and
+// checks that b received them with the sender's checksum.
+func bulkChecksum(t *testing.T, a, b *sidecar.Node, to netip.Addr, size int64) {
+	t.Helper()
 	ln, err := b.Listen("tcp", ":9000")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	done := testnet.SumOne(t, ln)
-	c, err := a.Dial("tcp", "10.99.0.2:9000")
+	c, err := a.Dial("tcp", netip.AddrPortFrom(to, 9000).String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +166,10 @@ func TestBulkTransferChecksum(t *testing.T) {
 	}
 }
 
-func TestPresharedKeys(t *testing.T) {
-	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{PresharedKeys: true})
+func TestPresharedKeys(t *testing.T) { sidecartest.ForEachDevice(t, presharedKeys) }
+
+func presharedKeys(t *testing.T, own bool) {
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{PresharedKeys: true, OwnWireGuard: own})
 	testnet.ServeHTTP(t, nodes[1], "b")
 	if got := testnet.Get(t, nodes[0].HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b saw") {
 		t.Fatalf("with matching pre-shared keys: %q", got)
@@ -152,7 +177,7 @@ func TestPresharedKeys(t *testing.T) {
 
 	// A pre-shared key on one side only: no handshake completes, nothing
 	// gets through.
-	m := sidecartest.NewNodes(t, 2, sidecartest.Options{})
+	m := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
 	psk, _ := wgconf.GeneratePrivateKey()
 	err := m[0].SetPeers([]wgconf.Peer{{
 		PublicKey:    m[1].PublicKey(),
@@ -176,8 +201,11 @@ func TestPresharedKeys(t *testing.T) {
 	}
 }
 
-func TestPing(t *testing.T) {
-	a, b := sidecartest.NewPair(t)
+func TestPing(t *testing.T) { sidecartest.ForEachDevice(t, ping) }
+
+func ping(t *testing.T, own bool) {
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
+	a, b := nodes[0], nodes[1]
 	for _, dst := range []string{"10.99.0.2", "fd00:99::2"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		rtt, err := a.Ping(ctx, dst)
@@ -198,7 +226,12 @@ func TestPing(t *testing.T) {
 // never told of: the peer reaches it again each time (the second time by
 // roaming to the endpoint the restarted node's handshake came from).
 func TestRestartedNodeIsReachedAgain(t *testing.T) {
-	a, b := sidecartest.NewPair(t)
+	sidecartest.ForEachDevice(t, restartedNodeIsReachedAgain)
+}
+
+func restartedNodeIsReachedAgain(t *testing.T, own bool) {
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
+	a, b := nodes[0], nodes[1]
 	testnet.ServeHTTP(t, b, "b1")
 	if got := testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/"); !strings.HasPrefix(got, "b1 saw") {
 		t.Fatalf("before restart: %q", got)
@@ -213,7 +246,7 @@ func TestRestartedNodeIsReachedAgain(t *testing.T) {
 	}}
 	b.Close()
 
-	b2, err := sidecar.Start(&cfg, sidecar.Options{})
+	b2, err := sidecar.Start(&cfg, sidecar.Options{OwnWireGuard: own})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +257,7 @@ func TestRestartedNodeIsReachedAgain(t *testing.T) {
 	b2.Close()
 
 	cfg.Interface.ListenPort = 0 // a new port
-	b3, err := sidecar.Start(&cfg, sidecar.Options{})
+	b3, err := sidecar.Start(&cfg, sidecar.Options{OwnWireGuard: own})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,8 +277,11 @@ func TestRestartedNodeIsReachedAgain(t *testing.T) {
 
 // TestDNSThroughTunnel serves DNS on node 1's tunnel address; node 0 uses
 // it (with a search domain) and never the host's resolver.
-func TestDNSThroughTunnel(t *testing.T) {
+func TestDNSThroughTunnel(t *testing.T) { sidecartest.ForEachDevice(t, dnsThroughTunnel) }
+
+func dnsThroughTunnel(t *testing.T, own bool) {
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
+		OwnWireGuard: own,
 		Configure: func(i int, cfg *wgconf.Config) {
 			if i == 0 {
 				cfg.Interface.DNS = []netip.Addr{sidecartest.Addr4(1)}
@@ -329,9 +365,11 @@ func serveDNS(pc net.PacketConn, queries *atomic.Int32, records map[string][]net
 // does not resolve yet (a container whose peer is not up). While the peer
 // has no handshake the name is looked up again; once it resolves, traffic
 // flows.
-func TestEndpointNameReresolved(t *testing.T) {
+func TestEndpointNameReresolved(t *testing.T) { sidecartest.ForEachDevice(t, endpointNameReresolved) }
+
+func endpointNameReresolved(t *testing.T, own bool) {
 	aCfg, bCfg := pairConfigs(t)
-	b, err := sidecar.Start(bCfg, sidecar.Options{})
+	b, err := sidecar.Start(bCfg, sidecar.Options{OwnWireGuard: own})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,6 +385,7 @@ func TestEndpointNameReresolved(t *testing.T) {
 	var lookups atomic.Int32
 	aCfg.Peers[0].Endpoint = fmt.Sprintf("peer.test:%d", b.ListenPort())
 	a, err := sidecar.Start(aCfg, sidecar.Options{
+		OwnWireGuard:   own,
 		StaleHandshake: 400 * time.Millisecond,
 		LookupEndpoint: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			lookups.Add(1)
@@ -400,18 +439,20 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	// A nested test owns the nodes, so that its cleanup closes them
 	// before the check runs.
 	t.Run("nodes", func(t *testing.T) {
-		nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{PresharedKeys: true})
-		testnet.ServeHTTP(t, nodes[2], "c")
-		for _, n := range nodes[:2] {
-			if got := testnet.Get(t, n.HTTPClient(), "http://10.99.0.3/"); !strings.HasPrefix(got, "c saw") {
-				t.Fatalf("got %q", got)
+		sidecartest.ForEachDevice(t, func(t *testing.T, own bool) {
+			nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{PresharedKeys: true, OwnWireGuard: own})
+			testnet.ServeHTTP(t, nodes[2], "c")
+			for _, n := range nodes[:2] {
+				if got := testnet.Get(t, n.HTTPClient(), "http://10.99.0.3/"); !strings.HasPrefix(got, "c saw") {
+					t.Fatalf("got %q", got)
+				}
 			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := nodes[0].Ping(ctx, "fd00:99::2"); err != nil {
-			t.Fatal(err)
-		}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := nodes[0].Ping(ctx, "fd00:99::2"); err != nil {
+				t.Fatal(err)
+			}
+		})
 	})
 	check()
 }
@@ -419,8 +460,10 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 // TestSetPeersKeepsSessions changes node a's peer list (one peer removed,
 // one added) while a transfer to an untouched peer runs: the transfer
 // completes intact without a new handshake, and the changes are in effect.
-func TestSetPeersKeepsSessions(t *testing.T) {
-	nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{})
+func TestSetPeersKeepsSessions(t *testing.T) { sidecartest.ForEachDevice(t, setPeersKeepsSessions) }
+
+func setPeersKeepsSessions(t *testing.T, own bool) {
+	nodes := sidecartest.NewNodes(t, 3, sidecartest.Options{OwnWireGuard: own})
 	a, b := nodes[0], nodes[1]
 	ln, err := b.Listen("tcp", ":9100")
 	if err != nil {

@@ -24,8 +24,13 @@ import (
 // dead, so the recovery is the watchdog's doing.
 func TestWatchdogReopensBrokenSocket(t *testing.T) {
 	check := leaktest.Check(t)
+	t.Run("nodes", func(t *testing.T) { sidecartest.ForEachDevice(t, watchdogReopensBrokenSocket) })
+	check()
+}
+
+func watchdogReopensBrokenSocket(t *testing.T, own bool) {
 	t.Run("watchdog", func(t *testing.T) {
-		recovered, logs, metrics := breakSocket(t, 500*time.Millisecond, 30*time.Second)
+		recovered, logs, metrics := breakSocket(t, own, 500*time.Millisecond, 30*time.Second)
 		if !recovered {
 			t.Fatalf("no recovery; log:\n%s", logs)
 		}
@@ -40,19 +45,19 @@ func TestWatchdogReopensBrokenSocket(t *testing.T) {
 		}
 	})
 	t.Run("off", func(t *testing.T) {
-		if recovered, logs, _ := breakSocket(t, -1, 4*time.Second); recovered {
+		if recovered, logs, _ := breakSocket(t, own, -1, 4*time.Second); recovered {
 			t.Fatalf("recovered without the watchdog; log:\n%s", logs)
 		}
 	})
-	check()
 }
 
 // breakSocket starts a pair, opens an echo connection from a to b, breaks
 // a's socket and reports whether the connection echoes again within wait,
 // with a's log and a scrape of its metrics.
-func breakSocket(t *testing.T, watchdog, wait time.Duration) (recovered bool, logs, metrics string) {
+func breakSocket(t *testing.T, own bool, watchdog, wait time.Duration) (recovered bool, logs, metrics string) {
 	var buf testnet.Buffer
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
+		OwnWireGuard: own,
 		Configure: func(i int, cfg *wgconf.Config) {
 			if i == 0 {
 				cfg.Metrics = &wgconf.Metrics{BindAddress: "127.0.0.1:0"}

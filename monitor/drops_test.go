@@ -28,6 +28,7 @@ import (
 	"github.com/wgsidecar/sidecar/netstack"
 	"github.com/wgsidecar/sidecar/sidecartest"
 	"github.com/wgsidecar/sidecar/wgconf"
+	"github.com/wgsidecar/sidecar/wgnoise"
 )
 
 // The drop tests make real traffic that a node must drop, one test per
@@ -123,10 +124,16 @@ func dialBriefly(n *sidecar.Node, network, addr string) {
 	}
 }
 
-func TestDropNoPeer(t *testing.T) {
+// The tests of drops decided in or next to the WireGuard device run over
+// both devices (sidecartest.ForEachDevice): wgdev without WrapTUN takes the
+// stack's packets in push mode, with it reads them from the tunnel device.
+
+func TestDropNoPeer(t *testing.T) { sidecartest.ForEachDevice(t, dropNoPeer) }
+
+func dropNoPeer(t *testing.T, own bool) {
 	// Node 0's address is a /24, so its stack routes the whole subnet
 	// into the tunnel, but only 10.99.0.2 has a peer.
-	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{Configure: func(i int, cfg *wgconf.Config) {
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own, Configure: func(i int, cfg *wgconf.Config) {
 		if i == 0 {
 			cfg.Interface.Addresses[0] = netip.MustParsePrefix("10.99.0.1/24")
 		}
@@ -161,8 +168,11 @@ func TestDropNotLocal(t *testing.T) {
 	w.expect(monitor.NotLocal, monitor.FromPeer, "-> 10.99.0.77:443 tcp SYN", func() { dialBriefly(a, "tcp", "10.99.0.77:443") })
 }
 
-func TestDropMalformed(t *testing.T) {
-	a, b := sidecartest.NewPair(t)
+func TestDropMalformed(t *testing.T) { sidecartest.ForEachDevice(t, dropMalformed) }
+
+func dropMalformed(t *testing.T, own bool) {
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
+	a, b := nodes[0], nodes[1]
 	w := watchDrops(t, b)
 	// A datagram to the WireGuard port that is no WireGuard message.
 	junk, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", b.ListenPort()))
@@ -173,12 +183,92 @@ func TestDropMalformed(t *testing.T) {
 	w.expect(monitor.Malformed, monitor.FromNetwork, fmt.Sprintf("%s -> 127.0.0.1:%d udp len=11", junk.LocalAddr(), b.ListenPort()), func() {
 		junk.Write([]byte("not wg, no."))
 	})
+	// A peer that seals a packet of no IP version: the device drops it
+	// after decrypting it; the event names the peer.
+	hand := newHandPeer(t, b, "10.99.0.50/32")
+	line := w.expect(monitor.Malformed, monitor.FromPeer, "invalid IP version from peer(", func() {
+		hand.send(make([]byte, 20)) // version 0
+	})
+	if short := wgconf.PublicKey(hand.public()).String()[:4]; !strings.Contains(line, short) {
+		t.Errorf("invalid-version line %q does not name the peer %s…", line, short)
+	}
 	// The link to a stays up.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := a.Ping(ctx, "10.99.0.2"); err != nil {
 		t.Errorf("ping after the junk: %v", err)
 	}
+}
+
+// handPeer is a WireGuard peer of a node driven by hand with wgnoise over a
+// loopback UDP socket: it seals whatever bytes it is given as a packet,
+// which no WireGuard device would send.
+type handPeer struct {
+	mu   sync.Mutex
+	conn *net.UDPConn
+	key  wgnoise.PrivateKey
+	kp   *wgnoise.Keypair
+}
+
+// newHandPeer adds a peer with the given allowed IPs to node and completes
+// a handshake with it.
+func newHandPeer(t *testing.T, node *sidecar.Node, allowed ...string) *handPeer {
+	t.Helper()
+	k, err := wgconf.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &handPeer{key: wgnoise.PrivateKey(k)}
+	peer := wgconf.Peer{PublicKey: wgconf.PublicKey(p.public())}
+	for _, a := range allowed {
+		peer.AllowedIPs = append(peer.AllowedIPs, netip.MustParsePrefix(a))
+	}
+	if err := node.SetPeers(append(node.PeerConfig(), peer)); err != nil {
+		t.Fatal(err)
+	}
+	p.conn, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(node.ListenPort()))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.conn.Close() })
+	nodeKey := wgnoise.PublicKey(node.PublicKey())
+	hs, err := wgnoise.NewHandshake(wgnoise.NewIdentity(p.key), nodeKey, wgnoise.PresharedKey{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := hs.CreateInitiation(1, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wgnoise.NewCookies(nodeKey).Stamp(init[:], time.Now())
+	if _, err := p.conn.Write(init[:]); err != nil {
+		t.Fatal(err)
+	}
+	resp := make([]byte, 2048)
+	p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := p.conn.Read(resp)
+	if err != nil {
+		t.Fatalf("no handshake response: %v", err)
+	}
+	if err := hs.ConsumeResponse(resp[:n]); err != nil {
+		t.Fatalf("handshake response: %v", err)
+	}
+	if p.kp, err = hs.BeginSession(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (p *handPeer) public() wgnoise.PublicKey { return p.key.PublicKey() }
+
+// send seals pkt as one transport message and sends it.
+func (p *handPeer) send(pkt []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	buf := make([]byte, wgnoise.TransportHeaderSize+wgnoise.PaddedLen(len(pkt))+wgnoise.TagSize)
+	copy(buf[wgnoise.TransportHeaderSize:], pkt)
+	ctr, _ := p.kp.NextCounter()
+	p.conn.Write(buf[:p.kp.Seal(buf, len(pkt), 0, ctr)])
 }
 
 // stallTUN holds the WireGuard device's reads from the stack while
@@ -214,9 +304,11 @@ func (s *stallTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return s.Device.Read(bufs, sizes, offset)
 }
 
-func TestDropQueueFull(t *testing.T) {
+func TestDropQueueFull(t *testing.T) { sidecartest.ForEachDevice(t, dropQueueFull) }
+
+func dropQueueFull(t *testing.T, own bool) {
 	stall := &stallTUN{}
-	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{NodeOptions: func(i int, o *sidecar.Options) {
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own, NodeOptions: func(i int, o *sidecar.Options) {
 		if i == 0 {
 			o.WrapTUN = func(d tun.Device) tun.Device { stall.Device = d; return stall }
 		}
@@ -402,8 +494,10 @@ func ipv4Packet(src, dst string, proto tcpip.TransportProtocolNumber, payload []
 	return pkt
 }
 
-func TestDropFromRawPeer(t *testing.T) {
-	_, b := sidecartest.NewPair(t)
+func TestDropFromRawPeer(t *testing.T) { sidecartest.ForEachDevice(t, dropFromRawPeer) }
+
+func dropFromRawPeer(t *testing.T, own bool) {
+	b := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})[1]
 	raw := newRawPeer(t, b, "10.99.0.50/32")
 	w := watchDrops(t, b)
 	// A transport protocol the stack has no handler for (SCTP).
@@ -425,8 +519,10 @@ func TestDropFromRawPeer(t *testing.T) {
 	}
 }
 
-func TestDropHandshakeRefused(t *testing.T) {
-	_, b := sidecartest.NewPair(t)
+func TestDropHandshakeRefused(t *testing.T) { sidecartest.ForEachDevice(t, dropHandshakeRefused) }
+
+func dropHandshakeRefused(t *testing.T, own bool) {
+	b := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})[1]
 	// A device that knows b, but that b does not know.
 	stranger := newRawPeer(t, b)
 	w := watchDrops(t, b)
@@ -440,8 +536,11 @@ func TestDropHandshakeRefused(t *testing.T) {
 
 // TestPhysicalTraces sees the WireGuard datagrams of a ping at the
 // physical observation points of both nodes, each with its message type.
-func TestPhysicalTraces(t *testing.T) {
-	a, b := sidecartest.NewPair(t)
+func TestPhysicalTraces(t *testing.T) { sidecartest.ForEachDevice(t, physicalTraces) }
+
+func physicalTraces(t *testing.T, own bool) {
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
+	a, b := nodes[0], nodes[1]
 	l := a.Monitor().Listen(4096, monitor.Filter{Kinds: []monitor.Kind{monitor.KindTrace}})
 	defer l.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -167,8 +167,8 @@ func (b *bindTap) Send(bufs [][]byte, ep conn.Endpoint) error {
 // (the verbose ones at debug level), and those that tell of a packet the
 // device dropped inside it become drop events on m. The device has no
 // other way to tell of them, so the format strings matched are its own
-// (device/receive.go); a test sends each kind of packet through a real
-// device and fails if one goes unseen.
+// (device/receive.go), which wgdev writes too; the drop tests send each
+// kind of packet through both devices and fail if one goes unseen.
 func DeviceLogger(log *slog.Logger, m *Monitor) *device.Logger {
 	wg := log.With("component", "wireguard")
 	return &device.Logger{

@@ -37,9 +37,12 @@ type Options struct {
 	// sidecar.Options.FlowSink): a *netlog.MemorySink keeps the windows
 	// for the test to read, node.CutFlows ends one on demand.
 	FlowSinks []netlog.Sink
+	// OwnWireGuard runs every node on the module's own WireGuard device
+	// (sidecar.Options.OwnWireGuard) instead of wireguard-go's.
+	OwnWireGuard bool
 	// NodeOptions, if set, may adjust node i's start options (device
-	// wrappers, limits, watchdog); Logger and FlowSink are set before it
-	// is called.
+	// wrappers, limits, watchdog); Logger, FlowSink and OwnWireGuard are
+	// set before it is called.
 	NodeOptions func(i int, o *sidecar.Options)
 }
 
@@ -93,7 +96,7 @@ func NewNodes(t testing.TB, n int, opts Options) []*sidecar.Node {
 		if opts.Configure != nil {
 			opts.Configure(i, cfg)
 		}
-		nodeOpts := sidecar.Options{Logger: logger.With("node", i)}
+		nodeOpts := sidecar.Options{Logger: logger.With("node", i), OwnWireGuard: opts.OwnWireGuard}
 		if i < len(opts.FlowSinks) {
 			nodeOpts.FlowSink = opts.FlowSinks[i]
 		}
@@ -137,4 +140,27 @@ func NewNodes(t testing.TB, n int, opts Options) []*sidecar.Node {
 		}
 	}
 	return nodes
+}
+
+// Devices are the WireGuard devices a node can run on, by name:
+// wireguard-go's, and the module's own (sidecar.Options.OwnWireGuard, the
+// value of Own).
+var Devices = []struct {
+	Name string
+	Own  bool
+}{{"wireguard-go", false}, {"wgdev", true}}
+
+// ForEachDevice runs f once per device of Devices, as parallel subtests
+// named after the device; own is the OwnWireGuard option (Options or
+// sidecar.Options) to start the nodes with. The subtests run when the
+// calling test function returns, so a test that checks afterwards (for
+// leaked goroutines, say) calls ForEachDevice inside a t.Run of its own
+// and checks when that returns.
+func ForEachDevice(t *testing.T, f func(t *testing.T, own bool)) {
+	for _, d := range Devices {
+		t.Run(d.Name, func(t *testing.T) {
+			t.Parallel()
+			f(t, d.Own)
+		})
+	}
 }
