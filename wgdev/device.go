@@ -74,6 +74,7 @@ type Device struct {
 	hsDone         chan struct{}
 	underLoadUntil atomic.Int64 // unix nanoseconds
 	forceUnderLoad atomic.Bool  // test hook: always under load
+	limit          limiter      // handshakes per source while under load
 
 	scratch sync.Pool // *sendScratch
 

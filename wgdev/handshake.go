@@ -67,6 +67,9 @@ func (d *Device) handleHandshake(m *handshakeMsg) {
 			d.sendCookieReply(keys, msg, src, m.ep, now)
 			return
 		}
+		if ip, ok := netip.AddrFromSlice(src[:len(src)-2]); ok && !d.limit.allow(ip, now) {
+			return // a source that proved its address, but sends too many
+		}
 	}
 	switch m.typ {
 	case wgnoise.TypeInitiation:
