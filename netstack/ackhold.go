@@ -195,5 +195,5 @@ func (l *link) releaseHeld() {
 	l.nheld = 0
 	queued := l.count > 0
 	l.mu.Unlock()
-	l.afterQueue(wasEmpty, queued)
+	l.afterQueue(wasEmpty, queued, true)
 }

@@ -142,8 +142,9 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		return 0, &tcpip.ErrClosedForSend{}
 	}
 	wasEmpty := l.count == 0
-	n, dropped := 0, 0
+	n, dropped, tcp := 0, 0, false
 	for _, pkt := range pkts.AsSlice() {
+		tcp = tcp || pkt.TransportProtocolNumber == header.TCPProtocolNumber
 		// Room for pkt and a held ACK that may have to go first.
 		if l.count+2 > len(l.queue) {
 			break
@@ -168,7 +169,7 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 			l.refused(DropQueueFull, pkt)
 		}
 	}
-	l.afterQueue(wasEmpty, queued)
+	l.afterQueue(wasEmpty, queued, tcp)
 	if n == 0 {
 		return 0, &tcpip.ErrNoBufferSpace{}
 	}
@@ -363,6 +364,9 @@ func (l *link) closeDevice() {
 	// A segment Read left pending is dropped with the garbage: pending
 	// belongs to Read's goroutine.
 	l.signal()
+	if p := l.push.Load(); p != nil {
+		close(p.stop)
+	}
 	close(l.events)
 }
 

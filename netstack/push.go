@@ -4,9 +4,14 @@ import "sync"
 
 // pusher is the link's push mode (Stack.SetSender): instead of waiting for
 // a device to Read them, the stack's outbound packets are cut to the MTU
-// and handed to a send function by the goroutine that wrote them, so a
-// WireGuard implementation can encrypt and send them there without a
-// hand-off to another goroutine.
+// and handed to a send function. TCP's are sent by the goroutine that
+// wrote them, so a WireGuard implementation can encrypt and send them
+// there without a hand-off to another goroutine: gVisor hands TCP's data
+// over in large segments, a batch in themselves, and a request's answer
+// leaves at once. Other packets (UDP, ICMP) are sent by the pusher's own
+// goroutine, woken when they are queued: an application writing datagrams
+// one by one then goes on while they are sent, and what queues up
+// meanwhile leaves in one batch (one system call) instead of one each.
 //
 // Concurrency: one goroutine at a time drains the queue (mu, taken with
 // TryLock); a writer that finds it taken leaves its packets queued for the
@@ -16,6 +21,8 @@ import "sync"
 type pusher struct {
 	send   func(bufs [][]byte, offset int) error
 	offset int
+	kick   chan struct{} // capacity 1: wakes the pusher's goroutine
+	stop   chan struct{} // closed when the link closes
 
 	mu    sync.Mutex
 	bufs  [batchSize][]byte // each offset + MTU long, with tail bytes of room beyond
@@ -24,12 +31,25 @@ type pusher struct {
 }
 
 func newPusher(send func([][]byte, int) error, offset, tail int, mtu uint32) *pusher {
-	p := &pusher{send: send, offset: offset}
+	p := &pusher{send: send, offset: offset, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	size := offset + int(mtu)
 	for i := range p.bufs {
 		p.bufs[i] = make([]byte, size, size+tail)
 	}
 	return p
+}
+
+// runPusher is the pusher's goroutine: it drains the queue each time it is
+// kicked, until the link closes.
+func (l *link) runPusher(p *pusher) {
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.kick:
+			l.drain(p)
+		}
+	}
 }
 
 // drain sends what is queued, in batches, until the queue is empty or
@@ -58,13 +78,21 @@ func (l *link) drain(p *pusher) {
 	}
 }
 
-// afterQueue wakes whoever moves queued packets on: the pusher's drainer
-// in push mode, a blocked Read otherwise. wasEmpty and queued describe the
-// queue before and after the caller added to it.
-func (l *link) afterQueue(wasEmpty, queued bool) {
+// afterQueue wakes whoever moves queued packets on: in push mode the
+// caller itself when it queued TCP, else the pusher's goroutine; a blocked
+// Read otherwise. wasEmpty and queued describe the queue before and after
+// the caller added to it.
+func (l *link) afterQueue(wasEmpty, queued, tcp bool) {
 	if p := l.push.Load(); p != nil {
-		if queued {
+		switch {
+		case !queued:
+		case tcp:
 			l.drain(p)
+		default:
+			select {
+			case p.kick <- struct{}{}:
+			default:
+			}
 		}
 		return
 	}
@@ -73,9 +101,10 @@ func (l *link) afterQueue(wasEmpty, queued bool) {
 	}
 }
 
-// SetSender puts the stack in push mode: from then on each outbound packet
-// is written by the goroutine that sends it (a stack goroutine, an
-// application's Write, the ACK hold's timer), in batches of up to 128,
+// SetSender puts the stack in push mode: from then on each outbound TCP
+// packet is written by the goroutine that sends it (a stack goroutine, an
+// application's Write, the ACK hold's timer), and other packets by the
+// stack's own goroutine, in batches of up to 128,
 // into bufs[i][offset:] cut to the packet's length, with tail bytes of
 // capacity beyond it for the sender's use (WireGuard's padding and tag),
 // and the Device's Read returns nothing more. send is called by one
@@ -83,5 +112,7 @@ func (l *link) afterQueue(wasEmpty, queued bool) {
 // called while the stack holds its own locks, so it must not call back
 // into the stack. Call it once, before traffic flows.
 func (ns *Stack) SetSender(send func(bufs [][]byte, offset int) error, offset, tail int) {
-	ns.link.push.Store(newPusher(send, offset, tail, ns.link.mtu))
+	p := newPusher(send, offset, tail, ns.link.mtu)
+	ns.link.push.Store(p)
+	go ns.link.runPusher(p)
 }

@@ -419,3 +419,61 @@ func BenchmarkWireRequestResponse(b *testing.B) {
 		}
 	}
 }
+
+// TestPushBatchesDatagrams: in push mode, datagrams an application writes
+// one by one are sent by the stack's own goroutine, so those written
+// while a send is under way leave together in the next batch, while TCP
+// is sent by its writer.
+func TestPushBatchesDatagrams(t *testing.T) {
+	check := leaktest.Check(t)
+	st := newTestStack(t, []netip.Addr{v4a})
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var batches []int
+	st.SetSender(func(bufs [][]byte, offset int) error {
+		mu.Lock()
+		first := len(batches) == 0
+		batches = append(batches, len(bufs))
+		mu.Unlock()
+		if first { // the first send is slow: the writer must not wait for it
+			select {
+			case <-release:
+			case <-time.After(2 * time.Second):
+			}
+		}
+		return nil
+	}, 16, pushTail)
+	c, err := st.DialContext(t.Context(), "udp", "10.1.0.2:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	for range n {
+		if _, err := c.Write([]byte("datagram")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		sent, got := 0, append([]int(nil), batches...)
+		mu.Unlock()
+		for _, b := range got {
+			sent += b
+		}
+		if sent == n {
+			if len(got) > n/2 {
+				t.Errorf("%d datagrams left in %d batches %v; want them batched behind the slow send", n, len(got), got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d datagrams sent, in batches %v", sent, n, got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.Close()
+	st.Close()
+	check()
+}
