@@ -74,39 +74,29 @@ func TestReinitiateAfterReAdd(t *testing.T) {
 	}
 }
 
-// TestRoamingOursMoves: our device rebinds to a new port; wireguard-go
-// learns it from our next packet.
-func TestRoamingOursMoves(t *testing.T) {
+// TestRoaming: one side's bind moves to a new port (ours through
+// listen_port, wireguard-go's through its own); the other learns it from
+// the mover's next packet.
+func TestRoaming(t *testing.T) {
 	t.Cleanup(leaktest.Check(t))
-	a, b := pair(t, newTheirs, newOurs, wgnoise.PresharedKey{})
-	exchange(t, a, b, "before")
-	old := b.port
-	b.ipcSet(t, "listen_port=0\n")
-	b.port = b.listenPort(t)
-	if b.port == old {
-		t.Fatalf("still on port %d", old)
-	}
-	exchange(t, b, a, "after") // b speaks first: a learns b's new port
-	if got := a.peerStatus(t, b).port; got != b.port {
-		t.Errorf("wireguard-go has our endpoint on port %d, want %d", got, b.port)
-	}
-}
-
-// TestRoamingTheirsMoves: wireguard-go's bind moves to a new port; we learn
-// it from its next packet.
-func TestRoamingTheirsMoves(t *testing.T) {
-	t.Cleanup(leaktest.Check(t))
-	a, b := pair(t, newOurs, newTheirs, wgnoise.PresharedKey{})
-	exchange(t, a, b, "before")
-	old := b.port
-	b.ipcSet(t, "listen_port=0\n")
-	b.port = b.listenPort(t)
-	if b.port == old {
-		t.Fatalf("still on port %d", old)
-	}
-	exchange(t, b, a, "after")
-	if got := a.peerStatus(t, b).port; got != b.port {
-		t.Errorf("our endpoint of wireguard-go is on port %d, want %d", got, b.port)
+	for _, tc := range []struct {
+		mover               string
+		newStayer, newMover func(testing.TB, byte) *node
+	}{{"ours", newTheirs, newOurs}, {"wireguard-go's", newOurs, newTheirs}} {
+		t.Run(tc.mover, func(t *testing.T) {
+			stayer, mover := pair(t, tc.newStayer, tc.newMover, wgnoise.PresharedKey{})
+			exchange(t, stayer, mover, "before")
+			old := mover.port
+			mover.ipcSet(t, "listen_port=0\n")
+			mover.port = mover.listenPort(t)
+			if mover.port == old {
+				t.Fatalf("still on port %d", old)
+			}
+			exchange(t, mover, stayer, "after") // the mover speaks first
+			if got := stayer.peerStatus(t, mover).port; got != mover.port {
+				t.Errorf("the other side has the mover's endpoint on port %d, want %d", got, mover.port)
+			}
+		})
 	}
 }
 
