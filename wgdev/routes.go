@@ -58,14 +58,3 @@ func (t *routeTable) lookup(a netip.Addr) *peer {
 	}
 	return nil
 }
-
-// lookupBytes is lookup of an address given as 4 or 16 bytes.
-func (t *routeTable) lookupBytes(b []byte) *peer {
-	switch len(b) {
-	case 4:
-		return t.lookup(netip.AddrFrom4([4]byte(b)))
-	case 16:
-		return t.lookup(netip.AddrFrom16([16]byte(b)))
-	}
-	return nil
-}
