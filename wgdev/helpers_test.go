@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,9 @@ type chanTUN struct {
 	in     chan []byte
 	once   sync.Once
 	closed chan struct{}
+	// slow, if set, is how long (ns) each Write of a batch of at least
+	// 8 packets takes (TestDeliveryOrder).
+	slow atomic.Int64
 }
 
 func newChanTUN() *chanTUN {
@@ -37,6 +41,9 @@ func newChanTUN() *chanTUN {
 func (c *chanTUN) File() *os.File                         { return nil }
 func (c *chanTUN) Read([][]byte, []int, int) (int, error) { <-c.closed; return 0, os.ErrClosed }
 func (c *chanTUN) Write(bufs [][]byte, offset int) (int, error) {
+	if d := time.Duration(c.slow.Load()); len(bufs) >= 8 && d > 0 {
+		time.Sleep(d)
+	}
 	for _, b := range bufs {
 		select {
 		case c.in <- append([]byte(nil), b[offset:]...):

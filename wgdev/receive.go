@@ -45,10 +45,32 @@ func newRxState(n int) *rxState {
 	return st
 }
 
-// receiveLoop is one receive goroutine: it runs until the bind closes.
+// pipelineMin is the smallest batch whose delivery to the TUN is handed
+// to the receive goroutine's deliverer, so that the next batch is received
+// and decrypted meanwhile; a smaller one (a request, an answer) is
+// delivered at once by the receive goroutine itself.
+const pipelineMin = 8
+
+// receiveLoop is one receive goroutine: it runs until the bind closes. It
+// owns two rxStates: while the deliverer writes one's packets to the TUN,
+// it receives into the other. Batches reach the TUN in the order they
+// were received.
 func (d *Device) receiveLoop(recv conn.ReceiveFunc) {
 	defer d.recv.Done()
-	st := newRxState(max(1, d.bind.BatchSize()))
+	n := max(1, d.bind.BatchSize())
+	st := newRxState(n)
+	free := make(chan *rxState, 2) // states not being delivered
+	free <- newRxState(n)
+	handoff := make(chan *rxState, 1)
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		for s := range handoff {
+			d.deliver(s)
+			free <- s
+		}
+	}()
+	defer func() { close(handoff); <-delivered }()
 	failures := 0
 	for {
 		n, err := recv(st.bufs, st.sizes, st.eps)
@@ -67,12 +89,20 @@ func (d *Device) receiveLoop(recv conn.ReceiveFunc) {
 		}
 		failures = 0
 		d.receiveBatch(st, n)
+		if len(st.out) >= pipelineMin {
+			handoff <- st
+			st = <-free // the other state, once its delivery is done
+			continue
+		}
+		other := <-free // wait for a delivery under way: order
+		d.deliver(st)
+		free <- other
 	}
 }
 
 // receiveBatch handles n received datagrams: transport messages are
-// decrypted in place and delivered with one TUN write, handshake messages
-// queued.
+// decrypted in place and their packets listed in st.out for deliver,
+// handshake messages queued.
 func (d *Device) receiveBatch(st *rxState, n int) {
 	st.out, st.peers = st.out[:0], st.peers[:0]
 	now := time.Now()
@@ -92,13 +122,18 @@ func (d *Device) receiveBatch(st *rxState, n int) {
 	for i := range st.peers {
 		d.afterReceive(&st.peers[i])
 	}
+	clear(st.peers)
+}
+
+// deliver writes st's packets to the TUN with one Write.
+func (d *Device) deliver(st *rxState) {
 	if len(st.out) > 0 && d.tun != nil {
 		if _, err := d.tun.Write(st.out, wgnoise.TransportHeaderSize); err != nil && !d.shut.Load() {
 			d.log.Errorf("Failed to write packets to TUN device: %v", err)
 		}
 	}
-	clear(st.peers)
 	clear(st.out[:cap(st.out)])
+	st.out = st.out[:0]
 }
 
 // receiveTransport opens one transport message and, if it is a packet the
