@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -333,5 +334,66 @@ func TestNoAllocations(t *testing.T) {
 	round() // the first datagram makes the endpoint
 	if allocs := testing.AllocsPerRun(100, round); allocs > 0 {
 		t.Fatalf("%.1f allocations per batch of 32", allocs)
+	}
+}
+
+// TestFewBuffersLoseNothing: a caller with fewer buffers than a coalesced
+// run has segments gets the rest of the run from its next calls, in
+// order; nothing is dropped.
+func TestFewBuffersLoseNothing(t *testing.T) {
+	a, _, _ := openBind(t)
+	z, zfns, zport := openBind(t)
+	if !a.v4.Load().gso.Load() || !z.v4.Load().gro {
+		t.Skip("the kernel has no UDP GSO/GRO")
+	}
+	ep, err := a.ParseEndpoint(fmt.Sprintf("127.0.0.1:%d", zport))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := datagrams(repeat(1000, 40)...)
+	if err := a.Send(want, ep); err != nil {
+		t.Fatal(err)
+	}
+	const room = 3
+	bufs, sizes, eps := make([][]byte, room), make([]int, room), make([]conn.Endpoint, room)
+	for i := range bufs {
+		bufs[i] = make([]byte, 1<<16-1)
+	}
+	var mu sync.Mutex
+	var got [][]byte
+	done := make(chan error, 1)
+	go func() {
+		for {
+			k, err := zfns[0](bufs, sizes, eps)
+			if err != nil {
+				done <- err
+				return
+			}
+			mu.Lock()
+			for i := range k {
+				got = append(got, bytes.Clone(bufs[i][:sizes[i]]))
+			}
+			n := len(got)
+			mu.Unlock()
+			if n >= len(want) {
+				done <- nil
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("%d of %d datagrams arrived through %d buffers", len(got), len(want), room)
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("datagram %d differs", i)
+		}
 	}
 }

@@ -51,6 +51,13 @@ type receiver struct {
 	want, got int
 	errno     syscall.Errno
 	readFn    func(fd uintptr) bool
+
+	// The rest of a coalesced run that did not fit in the caller's
+	// buffers (fewer than maxSegments), handed out by the next calls
+	// before anything new is read: segments of carrySeg bytes from ep.
+	carry    []byte
+	carrySeg int
+	carryEp  conn.Endpoint
 }
 
 func newReceiver(s *socket) *receiver {
@@ -86,6 +93,9 @@ func (r *receiver) read(fd uintptr) bool {
 func (r *receiver) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
+	}
+	if len(r.carry) > 0 {
+		return r.emitCarry(bufs, sizes, eps), nil
 	}
 	first, want := 0, min(len(bufs), batchSize)
 	if r.s.gro {
@@ -129,14 +139,31 @@ func (r *receiver) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 			out++
 			continue
 		}
-		for off := 0; off < size && out < len(bufs); off += gsoSize {
+		off := 0
+		for ; off < size && out < len(bufs); off += gsoSize {
 			seg := src[off:min(off+gsoSize, size)]
 			sizes[out] = copy(bufs[out], seg)
 			eps[out] = ep
 			out++
 		}
+		if off < size { // only when bufs are fewer than a run's segments
+			r.carry = append(r.carry[:0], src[off:]...)
+			r.carrySeg, r.carryEp = gsoSize, ep
+		}
 	}
 	return out, nil
+}
+
+// emitCarry hands out the carried segments, as many as bufs hold.
+func (r *receiver) emitCarry(bufs [][]byte, sizes []int, eps []conn.Endpoint) int {
+	out, off := 0, 0
+	for ; off < len(r.carry) && out < len(bufs); off += r.carrySeg {
+		sizes[out] = copy(bufs[out], r.carry[off:min(off+r.carrySeg, len(r.carry))])
+		eps[out] = r.carryEp
+		out++
+	}
+	r.carry = r.carry[:copy(r.carry, r.carry[off:])]
+	return out
 }
 
 // parse reads datagram i's sender, arrival address and GRO segment size.

@@ -52,15 +52,18 @@ func newRxState(n int) *rxState {
 const pipelineMin = 8
 
 // receiveLoop is one receive goroutine: it runs until the bind closes. It
-// owns two rxStates: while the deliverer writes one's packets to the TUN,
-// it receives into the other. Batches reach the TUN in the order they
+// owns up to two rxStates: while the deliverer writes one's packets to the
+// TUN, it receives into the other. Batches reach the TUN in the order they
 // were received.
 func (d *Device) receiveLoop(recv conn.ReceiveFunc) {
 	defer d.recv.Done()
-	n := max(1, d.bind.BatchSize())
-	st := newRxState(n)
+	batch := max(1, d.bind.BatchSize())
+	st := newRxState(batch)
+	// The second state (8 MiB of buffers) is made on the first large
+	// batch: a node that only ever sees requests and answers never needs
+	// it. Once made, it is in free or being delivered.
+	second := false
 	free := make(chan *rxState, 2) // states not being delivered
-	free <- newRxState(n)
 	handoff := make(chan *rxState, 1)
 	delivered := make(chan struct{})
 	go func() {
@@ -89,14 +92,21 @@ func (d *Device) receiveLoop(recv conn.ReceiveFunc) {
 		}
 		failures = 0
 		d.receiveBatch(st, n)
-		if len(st.out) >= pipelineMin {
+		switch {
+		case len(st.out) >= pipelineMin && !second:
+			second = true
+			handoff <- st
+			st = newRxState(batch)
+		case len(st.out) >= pipelineMin:
 			handoff <- st
 			st = <-free // the other state, once its delivery is done
-			continue
+		case second:
+			other := <-free // wait for a delivery under way: order
+			d.deliver(st)
+			free <- other
+		default:
+			d.deliver(st)
 		}
-		other := <-free // wait for a delivery under way: order
-		d.deliver(st)
-		free <- other
 	}
 }
 
