@@ -11,11 +11,16 @@
 // and sends in the caller's goroutine and may be called from any number
 // of goroutines at once. Each of the bind's receive functions runs in one
 // goroutine of the device that receives a batch, decrypts it in place and
-// hands it to the TUN with one Write. Handshake messages go through a
-// bounded queue to one handshake goroutine. Protocol timers are one
-// time.AfterFunc timer each, per peer. IpcSet, IpcGet, Up, Down,
-// BindUpdate and Close may be called from any goroutine; they are
-// serialised by the device.
+// hands it to the TUN with one Write; a batch of 8 packets or more is
+// written by that goroutine's deliverer instead, while the next batch is
+// received (in order: a later batch waits for a delivery under way). The
+// TUN's Write may call Send in the same goroutine, so no lock is held
+// across it. Handshake messages go through a bounded queue to one
+// handshake goroutine; under load, those that pass mac2 are rate-limited
+// per source. Protocol timers are one time.AfterFunc timer each, per
+// peer. With Config.ReadTUN one more goroutine reads the TUN and calls
+// Send. IpcSet, IpcGet, Up, Down, BindUpdate and Close may be called from
+// any goroutine; they are serialised by the device.
 //
 // Locks, in the order they may be taken: Device.ipcMu, Device.mu, then a
 // peer's hsMu, kpMu and stageMu (never two peers' at once); indexTable.mu
