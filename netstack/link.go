@@ -27,8 +27,10 @@ const outQueueLen = 4096
 // link is the seam between gVisor and WireGuard. Towards gVisor it is a
 // stack.LinkEndpoint without a link header; towards wireguard-go it is a
 // tun.Device. Packets the stack sends are queued (holding a reference) until
-// the device reads them in batches; packets the device writes are delivered
-// into the stack synchronously in the writer's goroutine.
+// the device reads them in batches, or, in push mode (push.go), until the
+// link's drainer hands them to the send function; packets the device
+// writes are delivered into the stack synchronously in the writer's
+// goroutine.
 //
 // Concurrency: Read is called by one goroutine (wireguard-go's TUN reader),
 // Write by any number (one per peer); WritePackets by any stack goroutine.
