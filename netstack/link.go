@@ -217,6 +217,10 @@ func (d device) BatchSize() int           { return batchSize }
 func (d device) MTU() (int, error)        { return int(d.l.mtu), nil }
 func (d device) Close() error             { d.l.closeDevice(); return nil }
 func (d device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if p := d.l.push.Load(); p != nil {
+		<-p.stop // in push mode the drainer has the packets
+		return 0, os.ErrClosed
+	}
 	return d.l.read(bufs, sizes, offset)
 }
 func (d device) Write(bufs [][]byte, offset int) (int, error) { return d.l.write(bufs, offset) }

@@ -107,7 +107,8 @@ func (l *link) afterQueue(wasEmpty, queued, tcp bool) {
 // stack's own goroutine, in batches of up to 128,
 // into bufs[i][offset:] cut to the packet's length, with tail bytes of
 // capacity beyond it for the sender's use (WireGuard's padding and tag),
-// and the Device's Read returns nothing more. send is called by one
+// and the Device's Read returns nothing more: it waits for Close and
+// returns os.ErrClosed. send is called by one
 // goroutine at a time and must not keep bufs after it returns; it may be
 // called while the stack holds its own locks, so it must not call back
 // into the stack. Call it once, before traffic flows.

@@ -443,6 +443,13 @@ func TestPushBatchesDatagrams(t *testing.T) {
 		}
 		return nil
 	}, 16, pushTail)
+	// The device's Read takes nothing in push mode; it ends with Close.
+	readDone := make(chan error, 1)
+	go func() {
+		bufs, sizes := [][]byte{make([]byte, 1500)}, []int{0}
+		_, err := st.Device().Read(bufs, sizes, 0)
+		readDone <- err
+	}()
 	c, err := st.DialContext(t.Context(), "udp", "10.1.0.2:53")
 	if err != nil {
 		t.Fatal(err)
@@ -475,5 +482,8 @@ func TestPushBatchesDatagrams(t *testing.T) {
 	}
 	c.Close()
 	st.Close()
+	if err := <-readDone; !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Read in push mode ended with %v; want os.ErrClosed", err)
+	}
 	check()
 }
