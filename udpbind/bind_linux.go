@@ -30,6 +30,7 @@ const (
 type Bind struct {
 	mu     sync.Mutex             // serialises Open, Close and SetMark
 	v4, v6 atomic.Pointer[socket] // nil when closed or the family is unavailable
+	open   atomic.Bool            // between Open and Close
 	mark   uint32
 
 	senders sync.Pool // *sender
@@ -111,6 +112,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	}
 	b.v4.Store(v4)
 	b.v6.Store(v6)
+	b.open.Store(true)
 	return fns, actual, nil
 }
 
@@ -172,6 +174,7 @@ func (s *socket) setOptions(fd int, mark uint32) error {
 func (b *Bind) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.open.Store(false) // first: a Send racing Close reports it closed
 	var errs []error
 	for _, s := range []*socket{b.v4.Swap(nil), b.v6.Swap(nil)} {
 		if s != nil {
@@ -213,7 +216,10 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		s = b.v6.Load()
 	}
 	if s == nil {
-		return syscall.EAFNOSUPPORT
+		if !b.open.Load() {
+			return net.ErrClosed
+		}
+		return syscall.EAFNOSUPPORT // the host has no socket of this family
 	}
 	t := b.senders.Get().(*sender)
 	defer b.senders.Put(t)
