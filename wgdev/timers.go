@@ -66,18 +66,31 @@ func (tm *timer) mod(d time.Duration) {
 	tm.mu.Unlock()
 }
 
-// del disarms the timer.
-func (tm *timer) del() {
-	tm.mu.Lock()
-	tm.pending = false
-	tm.t.Stop()
-	tm.mu.Unlock()
-}
-
-func (tm *timer) isPending() bool {
+// armUnlessPending arms the timer to run after d unless it is pending
+// already, which it reports, under one lock.
+func (tm *timer) armUnlessPending(d time.Duration) (pending bool) {
 	tm.mu.Lock()
 	defer tm.mu.Unlock()
-	return tm.pending
+	if tm.pending {
+		return true
+	}
+	if tm.on {
+		tm.pending = true
+		tm.t.Reset(d)
+	}
+	return false
+}
+
+// del disarms the timer. One not pending needs no Stop: its callback, if
+// the runtime still runs it, finds nothing pending and returns; so the
+// packet paths, which call del on every batch, pay only the lock.
+func (tm *timer) del() {
+	tm.mu.Lock()
+	if tm.pending {
+		tm.pending = false
+		tm.t.Stop()
+	}
+	tm.mu.Unlock()
 }
 
 // enable lets mod arm the timer.
@@ -138,9 +151,7 @@ func (p *peer) expiredRetransmit() {
 		p.d.log.Verbosef("%s - Handshake did not complete after %d attempts, giving up", p, maxAttempts()+1)
 		p.timers.keepalive.del()
 		p.flushStaged()
-		if !p.timers.zeroKeys.isPending() {
-			p.timers.zeroKeys.mod(3 * rejectAfterTime)
-		}
+		p.timers.zeroKeys.armUnlessPending(3 * rejectAfterTime)
 		return
 	}
 	p.timers.attempts.Add(1)
@@ -175,16 +186,12 @@ func (p *peer) expiredPersistent() {
 
 // timersDataSent: an authenticated data packet was sent.
 func (p *peer) timersDataSent() {
-	if !p.timers.newHandshake.isPending() {
-		p.timers.newHandshake.mod(keepaliveTimeout + rekeyTimeout + jitter())
-	}
+	p.timers.newHandshake.armUnlessPending(keepaliveTimeout + rekeyTimeout + jitter())
 }
 
 // timersDataReceived: an authenticated data packet was received.
 func (p *peer) timersDataReceived() {
-	if !p.timers.keepalive.isPending() {
-		p.timers.keepalive.mod(keepaliveTimeout)
-	} else {
+	if p.timers.keepalive.armUnlessPending(keepaliveTimeout) {
 		p.timers.needAnotherKeepalive.Store(true)
 	}
 }
