@@ -1,7 +1,6 @@
 package wgdev
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/wgsidecar/sidecar/devconf"
 	"github.com/wgsidecar/sidecar/udpbind"
+	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wgnoise"
 )
 
@@ -105,13 +105,11 @@ func (l *logLines) all() string {
 
 func newKey(t testing.TB) wgnoise.PrivateKey {
 	t.Helper()
-	var k wgnoise.PrivateKey
-	if _, err := rand.Read(k[:]); err != nil {
+	k, err := wgconf.GeneratePrivateKey()
+	if err != nil {
 		t.Fatal(err)
 	}
-	k[0] &= 248
-	k[31] = k[31]&127 | 64
-	return k
+	return wgnoise.PrivateKey(k)
 }
 
 func hexKey(k []byte) string { return hex.EncodeToString(k) }
