@@ -2,7 +2,6 @@ package devconf
 
 import (
 	"bufio"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -57,7 +56,7 @@ func ParseStatus(text string) (Status, error) {
 		case "public_key":
 			flush()
 			cur, sec, nsec = &PeerStatus{}, 0, 0
-			err = decodeKey(cur.PublicKey[:], v)
+			err = wgconf.DecodeHex(cur.PublicKey[:], v)
 		case "endpoint", "last_handshake_time_sec", "last_handshake_time_nsec", "rx_bytes", "tx_bytes":
 			if cur == nil {
 				return Status{}, fmt.Errorf("devconf: status: %s before any public_key", k)
@@ -89,11 +88,3 @@ func peerField(p *PeerStatus, k, v string, sec, nsec *int64) (err error) {
 	return err
 }
 
-func decodeKey(dst []byte, v string) error {
-	raw, err := hex.DecodeString(v)
-	if err != nil || len(raw) != len(dst) {
-		return fmt.Errorf("want %d hex-encoded bytes", len(dst))
-	}
-	copy(dst, raw)
-	return nil
-}

@@ -106,6 +106,18 @@ func (k PrivateKey) Base64() string { return base64.StdEncoding.EncodeToString(k
 // Hex returns the key in lower-case hex, the form of the WireGuard UAPI.
 func (k PrivateKey) Hex() string { return hex.EncodeToString(k[:]) }
 
+// DecodeHex decodes a key in the UAPI's hex form into dst, which it must
+// fill exactly. The error never quotes s, which may be a secret.
+func DecodeHex(dst []byte, s string) error {
+	if len(s) != 2*len(dst) {
+		return fmt.Errorf("key of %d hex digits, want %d", len(s), 2*len(dst))
+	}
+	if _, err := hex.Decode(dst, []byte(s)); err != nil {
+		return errors.New("key is not hex")
+	}
+	return nil
+}
+
 // String returns "(redacted)".
 func (k PrivateKey) String() string { return redacted }
 

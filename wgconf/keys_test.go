@@ -117,3 +117,23 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		t.Errorf("Interface prints as %s", got)
 	}
 }
+
+// TestDecodeHex: a key in the UAPI's hex form decodes to the key Hex
+// wrote; a wrong length or a non-hex digit is an error that does not
+// quote the input.
+func TestDecodeHex(t *testing.T) {
+	k, err := GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got PrivateKey
+	if err := DecodeHex(got[:], k.Hex()); err != nil || got != k {
+		t.Fatalf("DecodeHex(Hex()) = %v; keys equal %v", err, got == k)
+	}
+	bad := "zz" + k.Hex()[2:]
+	for _, s := range []string{k.Hex()[:62], k.Hex() + "00", bad} {
+		if err := DecodeHex(got[:], s); err == nil || strings.Contains(err.Error(), s[4:20]) {
+			t.Errorf("DecodeHex of a bad key: %v", err)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/ipc"
 
+	"github.com/wgsidecar/sidecar/wgconf"
 	"github.com/wgsidecar/sidecar/wgnoise"
 )
 
@@ -83,7 +84,7 @@ func (d *Device) setDeviceKey(key, value string) error {
 	switch key {
 	case "private_key":
 		var k wgnoise.PrivateKey
-		if err := parseKey(k[:], value); err != nil {
+		if err := wgconf.DecodeHex(k[:], value); err != nil {
 			return ipcErrorf(ipc.IpcErrorInvalid, "failed to set private_key: %w", err)
 		}
 		d.log.Verbosef("UAPI: Updating private key")
@@ -124,7 +125,7 @@ func (d *Device) setDeviceKey(key, value string) error {
 // selectPeer finds or creates the peer of a public_key line.
 func (d *Device) selectPeer(value string) (*ipcPeer, error) {
 	var key wgnoise.PublicKey
-	if err := parseKey(key[:], value); err != nil {
+	if err := wgconf.DecodeHex(key[:], value); err != nil {
 		return nil, ipcErrorf(ipc.IpcErrorInvalid, "failed to get peer by public key: %w", err)
 	}
 	if k := d.keys.Load(); k != nil && k.identity.Public() == key {
@@ -170,7 +171,7 @@ func (d *Device) setPeerKey(cur *ipcPeer, key, value string) error {
 		}
 	case "preshared_key":
 		var psk wgnoise.PresharedKey
-		if err := parseKey(psk[:], value); err != nil {
+		if err := wgconf.DecodeHex(psk[:], value); err != nil {
 			return ipcErrorf(ipc.IpcErrorInvalid, "failed to set preshared key: %w", err)
 		}
 		if cur.p != nil {
@@ -321,17 +322,6 @@ func (d *Device) setPrivateKey(k wgnoise.PrivateKey) {
 	for _, p := range d.peerList() {
 		p.resetHandshake(keys)
 	}
-}
-
-// parseKey decodes a 32-byte hex key; the error never quotes the input.
-func parseKey(dst []byte, s string) error {
-	if len(s) != 2*len(dst) {
-		return fmt.Errorf("key of %d hex digits, want %d", len(s), 2*len(dst))
-	}
-	if _, err := hex.Decode(dst, []byte(s)); err != nil {
-		return fmt.Errorf("key is not hex")
-	}
-	return nil
 }
 
 // IpcGet returns the UAPI "get" text, as wireguard-go writes it.
