@@ -87,4 +87,3 @@ func peerField(p *PeerStatus, k, v string, sec, nsec *int64) (err error) {
 	}
 	return err
 }
-
