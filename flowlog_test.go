@@ -63,6 +63,25 @@ func framing(n, mtu int) int {
 	return 32 + padded
 }
 
+// quiesce waits for a window's last packets to cross: no keepalives are
+// configured, and TCP has closed cleanly by then but for its last ACKs
+// and FINs.
+func quiesce() { time.Sleep(300 * time.Millisecond) }
+
+// warmAndCut has a make its first request to the other node (the
+// handshake), lets it settle, and starts a new window on each of nodes.
+func warmAndCut(ctx context.Context, t *testing.T, a *sidecar.Node, nodes ...*sidecar.Node) {
+	t.Helper()
+	testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/")
+	a.HTTPClient().CloseIdleConnections()
+	quiesce()
+	for _, n := range nodes {
+		if err := n.CutFlows(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestFlowLogReconcilesLayers runs real traffic (HTTP, a bulk transfer,
 // UDP, ping) between two nodes inside one quiescent window, and checks the
 // node's flow log against an independent per-packet record: the virtual
@@ -89,20 +108,7 @@ func flowLogReconcilesLayers(t *testing.T, own bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	// Warm up (handshake), then let everything settle and open a window.
-	testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/")
-	a.HTTPClient().CloseIdleConnections()
-	quiesce := func() {
-		// No keepalives are configured; TCP has closed cleanly. Wait
-		// for the last ACKs and FINs to cross.
-		time.Sleep(300 * time.Millisecond)
-	}
-	quiesce()
-	for _, n := range nodes {
-		if err := n.CutFlows(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	warmAndCut(ctx, t, a, nodes...)
 	recs[0].take()
 	recs[1].take()
 	sent0, recv0 := a.Messages()

@@ -110,18 +110,12 @@ func flowLogReconcilesTraces(t *testing.T, own bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	// Warm up (handshake), settle, and start the window and the record.
-	testnet.Get(t, a.HTTPClient(), "http://10.99.0.2/")
-	a.HTTPClient().CloseIdleConnections()
-	time.Sleep(300 * time.Millisecond)
-	if err := a.CutFlows(ctx); err != nil {
-		t.Fatal(err)
-	}
+	warmAndCut(ctx, t, a, a) // then the record starts with the window
 	rec := recordTraces(a)
 	before := len(sinks[0].Messages())
 
 	windowTraffic(ctx, t, a, b)
-	time.Sleep(300 * time.Millisecond)
+	quiesce()
 	if err := a.CutFlows(ctx); err != nil {
 		t.Fatal(err)
 	}
