@@ -130,7 +130,7 @@ func (d *Device) receiveBatch(st *rxState, n int) {
 	// The peers' endpoints move before delivery, as wireguard-go's do:
 	// an immediate reply goes where the peer now is.
 	for i := range st.peers {
-		d.afterReceive(&st.peers[i])
+		d.afterReceive(&st.peers[i], now)
 	}
 	clear(st.peers)
 }
@@ -202,11 +202,11 @@ func (st *rxState) peer(p *peer) *rxPeer {
 
 // afterReceive applies a batch's effects on one peer: roaming, counters,
 // timers, and the receive-side rekey.
-func (d *Device) afterReceive(rp *rxPeer) {
+func (d *Device) afterReceive(rp *rxPeer, now time.Time) {
 	p := rp.p
 	p.rxBytes.Add(rp.rx)
 	p.setEndpoint(rp.ep)
-	p.keepFreshReceiving()
+	p.keepFreshReceiving(now)
 	p.timersTraversal()
 	p.timersAnyReceived()
 	if rp.data {
@@ -217,12 +217,12 @@ func (d *Device) afterReceive(rp *rxPeer) {
 // keepFreshReceiving starts a rekey, once per session, when the session
 // we initiated nears its end (Reject-After-Time less Keepalive-Timeout and
 // Rekey-Timeout): the last chance before it expires.
-func (p *peer) keepFreshReceiving() {
+func (p *peer) keepFreshReceiving(now time.Time) {
 	if p.timers.lastMinuteHandshake.Load() {
 		return
 	}
 	kp := p.current.Load()
-	if kp != nil && kp.Initiator && time.Since(kp.Created) > rejectAfterTime-keepaliveTimeout-rekeyTimeout {
+	if kp != nil && kp.Initiator && now.Sub(kp.Created) > rejectAfterTime-keepaliveTimeout-rekeyTimeout {
 		p.timers.lastMinuteHandshake.Store(true)
 		p.sendInitiation(false)
 	}

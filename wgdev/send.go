@@ -72,7 +72,8 @@ func (p *peer) sendPackets(s *sendScratch) {
 	if !p.running.Load() {
 		return
 	}
-	kp := p.usableKeypair()
+	now := time.Now() // one clock read for the batch's session checks
+	kp := p.usableKeypair(now)
 	if kp == nil || p.hasStaged() {
 		for i, b := range s.bufs {
 			p.stage(b[wgnoise.TransportHeaderSize:][:s.lens[i]])
@@ -80,13 +81,13 @@ func (p *peer) sendPackets(s *sendScratch) {
 		p.sendStaged()
 		return
 	}
-	p.sealAndSend(kp, s)
+	p.sealAndSend(kp, s, now)
 }
 
-// usableKeypair is the current session if it may still send.
-func (p *peer) usableKeypair() *wgnoise.Keypair {
+// usableKeypair is the current session if it may still send at now.
+func (p *peer) usableKeypair(now time.Time) *wgnoise.Keypair {
 	kp := p.current.Load()
-	if kp == nil || time.Since(kp.Created) >= rejectAfterTime {
+	if kp == nil || now.Sub(kp.Created) >= rejectAfterTime {
 		return nil
 	}
 	return kp
@@ -94,7 +95,7 @@ func (p *peer) usableKeypair() *wgnoise.Keypair {
 
 // sealAndSend encrypts s.bufs in place with kp and sends them. Packets
 // beyond the session's last counter are staged for the next one.
-func (p *peer) sealAndSend(kp *wgnoise.Keypair, s *sendScratch) {
+func (p *peer) sealAndSend(kp *wgnoise.Keypair, s *sendScratch, now time.Time) {
 	s.msgs = s.msgs[:0]
 	data, exhausted := false, false
 	var n, last uint64
@@ -121,7 +122,7 @@ func (p *peer) sealAndSend(kp *wgnoise.Keypair, s *sendScratch) {
 		p.sendInitiation(false)
 		return
 	}
-	p.keepFreshSending(kp, last)
+	p.keepFreshSending(kp, last, now)
 }
 
 // sendMessages sends sealed transport messages (n bytes in all) and runs
@@ -147,8 +148,8 @@ func (p *peer) sendMessages(msgs [][]byte, n uint64, data bool) {
 
 // keepFreshSending starts a rekey when the session we initiated is old or
 // has sent too many messages.
-func (p *peer) keepFreshSending(kp *wgnoise.Keypair, ctr uint64) {
-	if ctr > wgnoise.RekeyAfterMessages || (kp.Initiator && time.Since(kp.Created) > rekeyAfterTime) {
+func (p *peer) keepFreshSending(kp *wgnoise.Keypair, ctr uint64, now time.Time) {
+	if ctr > wgnoise.RekeyAfterMessages || (kp.Initiator && now.Sub(kp.Created) > rekeyAfterTime) {
 		p.sendInitiation(false)
 	}
 }
@@ -183,7 +184,8 @@ func (p *peer) sendStaged() {
 	if !p.running.Load() || !p.hasStaged() {
 		return
 	}
-	kp := p.usableKeypair()
+	now := time.Now()
+	kp := p.usableKeypair(now)
 	if kp == nil {
 		p.sendInitiation(false)
 		return
@@ -199,7 +201,7 @@ func (p *peer) sendStaged() {
 		s.bufs = append(s.bufs, sp.buf)
 		s.lens = append(s.lens, sp.n)
 	}
-	p.sealAndSend(kp, s)
+	p.sealAndSend(kp, s, now)
 }
 
 // sendKeepalive sends an empty transport message, unless packets are
