@@ -40,7 +40,7 @@ func (n *Node) newDevice(routed func(dst []byte) bool) wgDevice {
 	read := n.opts.WrapTUN != nil
 	d := wgdev.New(wgdev.Config{TUN: n.tun, Bind: n.bind, Logger: logger, ReadTUN: read})
 	if !read {
-		n.stack.SetSender(n.tun.Outbound(monitor.TapSend(d.Send, &n.mon, routed)), wgdev.SendOffset, 15+wgnoise.TagSize)
+		n.stack.SetSender(n.tun.Outbound(monitor.TapSend(d.Send, &n.mon, routed)), wgdev.SendOffset, wgdev.SendTail)
 	}
 	return d
 }

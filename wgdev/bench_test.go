@@ -87,7 +87,7 @@ func benchPair(b *testing.B, ours bool) (push func(), rx *benchTUN, closeAll fun
 		devA, devB = da, db
 		bufs := make([][]byte, benchBatch)
 		for i := range bufs {
-			bufs[i] = make([]byte, SendOffset+len(pkt), SendOffset+len(pkt)+15+wgnoise.TagSize)
+			bufs[i] = make([]byte, SendOffset+len(pkt), SendOffset+len(pkt)+SendTail)
 		}
 		push = func() {
 			for _, buf := range bufs {

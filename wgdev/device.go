@@ -19,6 +19,10 @@ import (
 // for the transport header written in front of it.
 const SendOffset = wgnoise.TransportHeaderSize
 
+// SendTail is the room Send needs behind each packet in its buffer: up to
+// 15 bytes of padding and the tag.
+const SendTail = 15 + wgnoise.TagSize
+
 // handshakeQueueSize bounds the queue of handshake messages waiting for the
 // handshake goroutine; beyond it they are dropped.
 const handshakeQueueSize = 1024

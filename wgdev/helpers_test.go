@@ -234,7 +234,7 @@ func (nd *node) close() {
 func (nd *node) send(t testing.TB, pkt []byte) {
 	t.Helper()
 	if nd.dev != nil {
-		buf := make([]byte, SendOffset+len(pkt), SendOffset+len(pkt)+15+wgnoise.TagSize)
+		buf := make([]byte, SendOffset+len(pkt), SendOffset+len(pkt)+SendTail)
 		copy(buf[SendOffset:], pkt)
 		if err := nd.dev.Send([][]byte{buf}, SendOffset); err != nil {
 			t.Fatal(err)

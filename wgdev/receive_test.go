@@ -27,7 +27,7 @@ func TestDeliveryOrder(t *testing.T) {
 				payload := binary.BigEndian.AppendUint32(nil, uint32(seq))
 				seq++
 				pkt := udpPacket(a.addr, b.addr, payload)
-				bufs[i] = append(make([]byte, SendOffset, SendOffset+len(pkt)+15+wgnoise.TagSize), pkt...)
+				bufs[i] = append(make([]byte, SendOffset, SendOffset+len(pkt)+SendTail), pkt...)
 			}
 			if err := a.dev.Send(bufs, SendOffset); err != nil {
 				t.Fatal(err)

@@ -18,7 +18,7 @@ type sendScratch struct {
 
 // Send encrypts and sends IP packets: bufs[i][offset:] is one packet each,
 // offset >= SendOffset, with room behind each for padding and tag (cap >=
-// offset + len + 15 + wgnoise.TagSize). Each goes to the peer whose
+// offset + len + SendTail). Each goes to the peer whose
 // allowed IPs hold its destination (longest prefix); packets for no peer
 // are dropped. A peer without a session gets a copy staged and a
 // handshake started. The buffers are the caller's again when Send returns.
@@ -226,7 +226,7 @@ func (d *Device) readTUN() {
 	size := SendOffset + mtu
 	bufs, out, sizes := make([][]byte, n), make([][]byte, n), make([]int, n)
 	for i := range bufs {
-		bufs[i] = make([]byte, size, size+15+wgnoise.TagSize)
+		bufs[i] = make([]byte, size, size+SendTail)
 	}
 	for {
 		k, err := d.tun.Read(bufs, sizes, SendOffset)
