@@ -401,7 +401,7 @@ func benchNodeOptions(kind string) sidecartest.Options {
 	case "sidecar-flowlog":
 		return sidecartest.Options{NodeOptions: func(i int, o *sidecar.Options) { o.FlowSink = &netlog.MemorySink{} }}
 	case ownKind:
-		return sidecartest.Options{NodeOptions: func(i int, o *sidecar.Options) { o.OwnWireGuard = true }}
+		return sidecartest.Options{OwnWireGuard: true}
 	}
 	return sidecartest.Options{}
 }
