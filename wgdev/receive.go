@@ -142,7 +142,7 @@ func (d *Device) deliver(st *rxState) {
 			d.log.Errorf("Failed to write packets to TUN device: %v", err)
 		}
 	}
-	clear(st.out[:cap(st.out)])
+	clear(st.out) // what lies beyond was cleared when it was last used
 	st.out = st.out[:0]
 }
 
