@@ -34,6 +34,8 @@ func (d *Device) Send(bufs [][]byte, offset int) error {
 	s := d.scratch.Get().(*sendScratch)
 	defer d.scratch.Put(s)
 	d.route(s, bufs, offset)
+	// Each packet's entry is set to nil as its peer's group is sent, so
+	// the pooled scratch keeps no peer once the loop ends.
 	for i, p := range s.dst {
 		if p == nil {
 			continue
@@ -63,7 +65,6 @@ func (d *Device) route(s *sendScratch, bufs [][]byte, offset int) {
 		}
 		s.dst = append(s.dst, p)
 	}
-	clear(s.dst[len(s.dst):cap(s.dst)])
 }
 
 // sendPackets sends s.bufs (plaintext at [TransportHeaderSize:][:lens[i]])
