@@ -84,10 +84,10 @@ func (ns *Stack) DialContext(ctx context.Context, network, address string) (net.
 // for readable events, and gVisor reports an ICMP port unreachable with an
 // error event: passing that on as readable makes a blocked Read return
 // "connection refused", as it would on a host socket.
-func connectedUDP(wq *waiter.Queue, ep tcpip.Endpoint) *gonet.UDPConn {
+func connectedUDP(wq *waiter.Queue, ep tcpip.Endpoint) *udpConn {
 	onErr := waiter.NewFunctionEntry(waiter.EventErr, func(waiter.EventMask) { wq.Notify(waiter.EventIn) })
 	wq.EventRegister(&onErr)
-	return gonet.NewUDPConn(wq, ep)
+	return newUDPConn(wq, ep)
 }
 
 // ListenTCP listens for TCP connections on addr. An unspecified address
@@ -106,11 +106,17 @@ func (ns *Stack) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
 // ListenTCP.
 func (ns *Stack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
 	fa, proto := ns.listenAddr(addr)
-	c, err := gonet.DialUDP(ns.s, &fa, nil, proto)
-	if err != nil {
-		return nil, fmt.Errorf("netstack: listen udp %v: %w", addr, err)
+	var wq waiter.Queue
+	ep, terr := ns.s.NewEndpoint(udp.ProtocolNumber, proto, &wq)
+	if terr == nil {
+		if terr = ep.Bind(fa); terr != nil {
+			ep.Close()
+		}
 	}
-	return c, nil
+	if terr != nil {
+		return nil, fmt.Errorf("netstack: listen udp %v: %s", addr, terr)
+	}
+	return newUDPConn(&wq, ep), nil
 }
 
 func (ns *Stack) listenAddr(addr netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber) {
