@@ -81,6 +81,7 @@ type recordDrops struct {
 	mu     sync.Mutex
 	active bool
 	got    []Drop
+	pkts   [][]byte // the packets, as Dropped got them
 }
 
 func (r *recordDrops) Active() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.active }
@@ -88,6 +89,7 @@ func (r *recordDrops) Dropped(d Drop, pkt []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, d)
+	r.pkts = append(r.pkts, pkt)
 }
 
 // TestScreenInboundOnlyWhileObserved writes refused packets into the

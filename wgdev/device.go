@@ -196,27 +196,54 @@ func (d *Device) bindUpdateLocked() error {
 	if err := d.openBindLocked(); err != nil {
 		return err
 	}
-	for _, p := range d.peerList() {
-		if ep := p.endpointOf(); ep != nil {
-			ep.ClearSrc()
-		}
-	}
+	d.clearSources()
 	return nil
 }
 
-// openBindLocked opens the bind and starts one receive goroutine per
-// receive function.
+// setMarkLocked sets the firewall mark of the bind's sockets (0: none),
+// now if the device is up and whenever the bind is opened. As in
+// wireguard-go, the mark is kept even if the bind refuses it, and a
+// change makes every peer forget its sticky source: the mark can change
+// the route, and with it the local address. Under ipcMu.
+func (d *Device) setMarkLocked(mark uint32) error {
+	if mark == d.mark {
+		return nil
+	}
+	d.mark = mark
+	if d.up.Load() {
+		if err := d.bind.SetMark(mark); err != nil {
+			return err
+		}
+	}
+	d.clearSources()
+	return nil
+}
+
+// clearSources makes every peer's endpoint forget its sticky source.
+func (d *Device) clearSources() {
+	for _, p := range d.peerList() {
+		p.clearEndpointSrc()
+	}
+}
+
+// openBindLocked opens the bind, gives it the firewall mark if there is
+// one, and starts one receive goroutine per receive function.
 func (d *Device) openBindLocked() error {
 	fns, port, err := d.bind.Open(d.port)
 	if err != nil {
 		return err
 	}
-	d.port = port
 	if d.mark != 0 {
 		if err := d.bind.SetMark(d.mark); err != nil {
-			d.log.Errorf("Unable to set mark: %v", err)
+			// As wireguard-go: a mark that cannot be set fails the
+			// opening; the sockets must not go out unmarked.
+			if cerr := d.bind.Close(); cerr != nil {
+				d.log.Errorf("Unable to close bind: %v", cerr)
+			}
+			return err
 		}
 	}
+	d.port = port
 	for _, fn := range fns {
 		d.recv.Add(1)
 		go d.receiveLoop(fn)

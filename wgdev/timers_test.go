@@ -22,12 +22,15 @@ type sentMsg struct {
 }
 
 // recBind records what is sent through it and can drop it all (a peer
-// that is gone).
+// that is gone). It also logs the calls that open, close and mark the
+// bind (fwmark_test.go), and can refuse a mark.
 type recBind struct {
 	conn.Bind
-	mu   sync.Mutex
-	sent []sentMsg
-	drop atomic.Bool
+	mu      sync.Mutex
+	sent    []sentMsg
+	drop    atomic.Bool
+	calls   []string // under mu: "open", "close", "mark N", in order
+	markErr error    // under mu: SetMark fails with it
 }
 
 func (r *recBind) Send(bufs [][]byte, ep conn.Endpoint) error {

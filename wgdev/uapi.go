@@ -104,11 +104,9 @@ func (d *Device) setDeviceKey(key, value string) error {
 		if err != nil {
 			return ipcErrorf(ipc.IpcErrorInvalid, "invalid fwmark: %w", err)
 		}
-		d.mark = uint32(mark)
-		if d.up.Load() {
-			if err := d.bind.SetMark(d.mark); err != nil {
-				return ipcErrorf(ipc.IpcErrorPortInUse, "failed to update fwmark: %w", err)
-			}
+		d.log.Verbosef("UAPI: Updating fwmark")
+		if err := d.setMarkLocked(uint32(mark)); err != nil {
+			return ipcErrorf(ipc.IpcErrorPortInUse, "failed to update fwmark: %w", err)
 		}
 	case "replace_peers":
 		if value != "true" {

@@ -11,7 +11,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/wgsidecar/sidecar/devconf"
 	"github.com/wgsidecar/sidecar/internal/leaktest"
@@ -65,7 +64,7 @@ func TestIpcMatchesWireguardGo(t *testing.T) {
 		fmt.Sprintf("public_key=%s\nallowed_ip=10.6.0.0/16\n", pub(k)), // our own key: ignored
 	}
 	ours := newDown(t)
-	theirs := device.NewDevice(tuntest.NewChannelTUN().TUN(), conn.NewStdNetBind(), device.NewLogger(device.LogLevelSilent, ""))
+	theirs := device.NewDevice(downTUN(), conn.NewStdNetBind(), device.NewLogger(device.LogLevelSilent, ""))
 	defer theirs.Close()
 	for i, s := range steps {
 		if err := ours.IpcSet(s); err != nil {
