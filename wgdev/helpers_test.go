@@ -32,6 +32,9 @@ type chanTUN struct {
 	// slow, if set, is how long (ns) each Write of a batch of at least
 	// 8 packets takes (TestDeliveryOrder).
 	slow atomic.Int64
+	// gate, if set, holds each Write of a batch of at least 8 packets
+	// until it is closed (TestReceiveAheadOfDelivery).
+	gate atomic.Pointer[chan struct{}]
 }
 
 func newChanTUN() *chanTUN {
@@ -43,6 +46,9 @@ func (c *chanTUN) Read([][]byte, []int, int) (int, error) { <-c.closed; return 0
 func (c *chanTUN) Write(bufs [][]byte, offset int) (int, error) {
 	if d := time.Duration(c.slow.Load()); len(bufs) >= 8 && d > 0 {
 		time.Sleep(d)
+	}
+	if g := c.gate.Load(); g != nil && len(bufs) >= 8 {
+		<-*g
 	}
 	for _, b := range bufs {
 		select {

@@ -48,23 +48,33 @@ func newRxState(n int) *rxState {
 // pipelineMin is the smallest batch whose delivery to the TUN is handed
 // to the receive goroutine's deliverer, so that the next batch is received
 // and decrypted meanwhile; a smaller one (a request, an answer) is
-// delivered at once by the receive goroutine itself.
+// delivered at once by the receive goroutine itself, unless deliveries are
+// under way (order).
 const pipelineMin = 8
 
+// maxRxStates bounds the batches a receive goroutine has received but not
+// yet delivered, plus the one it is receiving into. With two (double
+// buffering) the receive goroutine waited for the deliverer after every
+// batch; a stream of small datagrams, whose delivery into gVisor costs more
+// than receiving and opening them, then went at the pace of the slower
+// stage with neither busy all the time.
+const maxRxStates = 4
+
 // receiveLoop is one receive goroutine: it runs until the bind closes. It
-// owns up to two rxStates: while the deliverer writes one's packets to the
-// TUN, it receives into the other. Batches reach the TUN in the order they
+// owns up to maxRxStates rxStates: while the deliverer writes some to the
+// TUN, it receives into another. Batches reach the TUN in the order they
 // were received.
 func (d *Device) receiveLoop(recv conn.ReceiveFunc) {
 	defer d.recv.Done()
 	batch := max(1, d.bind.BatchSize())
 	st := newRxState(batch)
-	// The second state (8 MiB of buffers) is made on the first large
-	// batch: a node that only ever sees requests and answers never needs
-	// it. Once made, it is in free or being delivered.
-	second := false
-	free := make(chan *rxState, 2) // states not being delivered
-	handoff := make(chan *rxState, 1)
+	// Further states (8 MiB of buffers each) are made when a batch is
+	// handed off and none is free: a node that only ever sees requests
+	// and answers never needs one. A state is the receive goroutine's,
+	// in handoff or being delivered, or in free.
+	made := 1
+	free := make(chan *rxState, maxRxStates)
+	handoff := make(chan *rxState, maxRxStates)
 	delivered := make(chan struct{})
 	go func() {
 		defer close(delivered)
@@ -92,20 +102,22 @@ func (d *Device) receiveLoop(recv conn.ReceiveFunc) {
 		}
 		failures = 0
 		d.receiveBatch(st, n)
-		switch {
-		case len(st.out) >= pipelineMin && !second:
-			second = true
-			handoff <- st
-			st = newRxState(batch)
-		case len(st.out) >= pipelineMin:
-			handoff <- st
-			st = <-free // the other state, once its delivery is done
-		case second:
-			other := <-free // wait for a delivery under way: order
+		// Only this goroutine takes from free, so once every other
+		// state is back in it, no delivery is under way.
+		if len(st.out) < pipelineMin && len(free) == made-1 {
 			d.deliver(st)
-			free <- other
+			continue
+		}
+		handoff <- st
+		select {
+		case st = <-free:
 		default:
-			d.deliver(st)
+			if made < maxRxStates {
+				made++
+				st = newRxState(batch)
+			} else {
+				st = <-free
+			}
 		}
 	}
 }
