@@ -23,13 +23,23 @@ import (
 	"github.com/wgsidecar/sidecar/sidecartest"
 )
 
-// proxyPeers starts two nodes; node b serves HTTP on port 80 ("b answers
+// forEachDevice runs f once per WireGuard device (sidecartest.Devices),
+// one subtest after the other: each checks for leaked goroutines, which
+// parallel subtests would see in each other.
+func forEachDevice(t *testing.T, f func(t *testing.T, own bool)) {
+	for _, d := range sidecartest.Devices {
+		t.Run(d.Name, func(t *testing.T) { f(t, d.Own) })
+	}
+}
+
+// proxyPeers starts two nodes, on wgdev if own is set; node b serves HTTP on port 80 ("b answers
 // HOST") and a UDP echo on port 7 ("echo:DATA") on both its tunnel
 // addresses. The test fails if anything is left running at its end.
-func proxyPeers(t *testing.T) (a, b *sidecar.Node) {
+func proxyPeers(t *testing.T, own bool) (a, b *sidecar.Node) {
 	t.Helper()
 	t.Cleanup(leaktest.Check(t)) // registered first, so it runs last
-	a, b = sidecartest.NewPair(t)
+	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{OwnWireGuard: own})
+	a, b = nodes[0], nodes[1]
 	var wg sync.WaitGroup
 	ln, err := b.Listen("tcp", ":80")
 	if err != nil {
@@ -89,8 +99,10 @@ func socksRequest(c net.Conn, cmd byte, dst netip.AddrPort) (byte, netip.AddrPor
 	return hdr[3], netip.AddrPortFrom(ip, binary.BigEndian.Uint16(rest[n:])), nil
 }
 
-func TestProxySOCKS5ThroughTunnel(t *testing.T) {
-	a, _ := proxyPeers(t)
+func TestProxySOCKS5ThroughTunnel(t *testing.T) { forEachDevice(t, proxySOCKS5ThroughTunnel) }
+
+func proxySOCKS5ThroughTunnel(t *testing.T, own bool) {
+	a, _ := proxyPeers(t, own)
 	s := serveProxy(t)(proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a))
 	for _, host := range []string{"10.99.0.2", "[fd00:99::2]"} {
 		out, err := testnet.Curl(t, "--socks5-hostname", s.Addr().String(), "http://"+host+"/")
@@ -167,8 +179,10 @@ func waitRecord(t *testing.T, take func() []monitor.ConnRecord, what string, ok 
 	}
 }
 
-func TestProxyHTTPThroughTunnel(t *testing.T) {
-	a, _ := proxyPeers(t)
+func TestProxyHTTPThroughTunnel(t *testing.T) { forEachDevice(t, proxyHTTPThroughTunnel) }
+
+func proxyHTTPThroughTunnel(t *testing.T, own bool) {
+	a, _ := proxyPeers(t, own)
 	s := serveProxy(t)(proxy.ListenHTTP(proxy.HTTPConfig{BindAddress: "127.0.0.1:0", Username: "u", Password: "p"}, a))
 	records := connRecords(t, a)
 	proxyURL := "http://u:p@" + s.Addr().String()
@@ -208,8 +222,10 @@ func TestProxyHTTPThroughTunnel(t *testing.T) {
 	s.Close()
 }
 
-func TestProxySOCKS5UDPThroughTunnel(t *testing.T) {
-	a, _ := proxyPeers(t)
+func TestProxySOCKS5UDPThroughTunnel(t *testing.T) { forEachDevice(t, proxySOCKS5UDPThroughTunnel) }
+
+func proxySOCKS5UDPThroughTunnel(t *testing.T, own bool) {
+	a, _ := proxyPeers(t, own)
 	s := serveProxy(t)(proxy.ListenSOCKS5(proxy.SOCKS5Config{BindAddress: "127.0.0.1:0"}, a))
 	records := connRecords(t, a)
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -272,7 +288,11 @@ func TestProxySOCKS5UDPThroughTunnel(t *testing.T) {
 // after its request; the server in the tunnel answers only after seeing
 // that end, and the client receives the whole answer.
 func TestProxySOCKS5HalfCloseThroughTunnel(t *testing.T) {
-	a, b := proxyPeers(t)
+	forEachDevice(t, proxySOCKS5HalfCloseThroughTunnel)
+}
+
+func proxySOCKS5HalfCloseThroughTunnel(t *testing.T, own bool) {
+	a, b := proxyPeers(t, own)
 	answer := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
 	ln, err := b.Listen("tcp", ":9")
 	if err != nil {
@@ -309,8 +329,10 @@ func TestProxySOCKS5HalfCloseThroughTunnel(t *testing.T) {
 
 // TestProxyHTTPCloseWithTunnel closes the proxy while a CONNECT tunnel
 // through the node is open: the client sees the end, nothing is left.
-func TestProxyHTTPCloseWithTunnel(t *testing.T) {
-	a, _ := proxyPeers(t)
+func TestProxyHTTPCloseWithTunnel(t *testing.T) { forEachDevice(t, proxyHTTPCloseWithTunnel) }
+
+func proxyHTTPCloseWithTunnel(t *testing.T, own bool) {
+	a, _ := proxyPeers(t, own)
 	s := serveProxy(t)(proxy.ListenHTTP(proxy.HTTPConfig{BindAddress: "127.0.0.1:0"}, a))
 	c, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
