@@ -95,6 +95,20 @@ func TestUDPWriteFreedBeforeWait(t *testing.T) {
 	}
 }
 
+// waitingWrite starts a write on c and returns its result's channel once
+// the writer waits for e's buffer to have room.
+func waitingWrite(c *udpConn, e *fullEndpoint) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Write([]byte("hello"))
+		done <- err
+	}()
+	for e.wq.Events()&waiter.WritableEvents == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return done
+}
+
 // TestUDPWriteWaitsForSpace: a write into a full buffer waits, and goes
 // through once space is freed.
 func TestUDPWriteWaitsForSpace(t *testing.T) {
@@ -102,15 +116,7 @@ func TestUDPWriteWaitsForSpace(t *testing.T) {
 	e := newFullEndpoint(t)
 	c := newUDPConn(e.wq, e)
 	e.full.Store(true)
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.WriteTo([]byte("hello"), nil)
-		done <- err
-	}()
-	// Free the buffer once the writer waits for it.
-	for e.wq.Events()&waiter.WritableEvents == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	done := waitingWrite(c, e)
 	select {
 	case err := <-done:
 		t.Fatalf("Write returned %v while the buffer was full", err)
@@ -151,14 +157,7 @@ func TestUDPWriteDeadline(t *testing.T) {
 	}
 
 	c.SetDeadline(time.Now().Add(time.Hour))
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.Write([]byte("x"))
-		done <- err
-	}()
-	for e.wq.Events()&waiter.WritableEvents == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	done := waitingWrite(c, e)
 	c.SetWriteDeadline(time.Now().Add(-time.Second))
 	if err := <-done; !isTimeout(err) {
 		t.Fatalf("Write whose deadline moved into the past = %v, want a timeout", err)
