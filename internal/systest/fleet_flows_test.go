@@ -67,13 +67,15 @@ func TestFleetFlowsRealNodes(t *testing.T) {
 					}
 				}
 			}
-			runFleetFlows(t, replicas, open("fleet"))
+			forEachDevice(t, func(t *testing.T, own bool) {
+				runFleetFlows(t, replicas, open("fleet_"+map[bool]string{false: "wggo", true: "wgdev"}[own]), own)
+			})
 			t.Run("retention", func(t *testing.T) { storagetest.RunRetention(t, open("retention")) })
 		})
 	}
 }
 
-func runFleetFlows(t *testing.T, replicas int, open func(t *testing.T) collector.Storage) {
+func runFleetFlows(t *testing.T, replicas int, open func(t *testing.T) collector.Storage, own bool) {
 	var clients []*storagetest.Client
 	for range replicas {
 		clients = append(clients, storagetest.Start(t, open(t), time.Now))
@@ -82,6 +84,7 @@ func runFleetFlows(t *testing.T, replicas int, open func(t *testing.T) collector
 	ids := make([]logtail.PrivateID, 2)
 	outputs := make([]string, 2)
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
+		OwnWireGuard: own,
 		Configure: func(i int, cfg *wgconf.Config) {
 			id, err := logtail.NewPrivateID()
 			if err != nil {

@@ -421,11 +421,16 @@ func TestIPFIXNfdump(t *testing.T) {
 			t.Skipf("%s not found (Debian package nfdump): %v", bin, err)
 		}
 	}
+	forEachDevice(t, ipfixNfdump)
+}
+
+func ipfixNfdump(t *testing.T, own bool) {
 	dir := t.TempDir()
 	port := testnet.FreePort(t, "udp")
 	col := startNfcapd(t, port, filepath.Join(dir, "nfcapd1"))
 	ndjson := filepath.Join(dir, "flows.ndjson")
 	nodes := sidecartest.NewNodes(t, 2, sidecartest.Options{
+		OwnWireGuard: own,
 		Configure: func(i int, cfg *wgconf.Config) {
 			if i == 0 {
 				cfg.FlowLog = &wgconf.FlowLog{Window: time.Hour, Output: ndjson}
