@@ -239,8 +239,11 @@ func (p *peer) sendInitiation(retry bool) {
 	p.d.log.Verbosef("%s - Sending handshake initiation", p)
 	p.timersTraversal()
 	p.timersAnySent()
-	p.sendHandshakeMessage(msg[:], "initiation")
+	// The retry is armed before the send: the response can be consumed
+	// (and the retry stopped) before the send returns. A failed send is
+	// retried like a lost one.
 	p.timersInitiated()
+	p.sendHandshakeMessage(msg[:], "initiation")
 }
 
 // sendHandshakeMessage sends one handshake message to the peer's endpoint.

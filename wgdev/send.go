@@ -135,6 +135,12 @@ func (p *peer) sendMessages(msgs [][]byte, n uint64, data bool) {
 	}
 	p.timersTraversal()
 	p.timersAnySent()
+	// The timer that waits for an answer is armed before the send: the
+	// answer can be received (and the timer stopped) before the send
+	// returns.
+	if data {
+		p.timersDataSent()
+	}
 	if err := p.d.sendTo(msgs, ep); err != nil {
 		if !isClosedErr(err) {
 			p.d.log.Errorf("%s - Failed to send data packets: %v", p, err)
@@ -142,9 +148,6 @@ func (p *peer) sendMessages(msgs [][]byte, n uint64, data bool) {
 		return
 	}
 	p.txBytes.Add(n)
-	if data {
-		p.timersDataSent()
-	}
 }
 
 // keepFreshSending starts a rekey when the session we initiated is old or
