@@ -24,8 +24,8 @@ import (
 // Here the waiter is registered before the write that may fail, so a
 // buffer emptied at any moment after it wakes the writer.
 //
-// Reads, addresses, Close and the read deadline are gonet's. The write
-// deadline is this type's (gonet's is set too, and unused).
+// Reads, addresses, Close and the read deadline are gonet's; the write
+// deadline is this type's alone (gonet's would arm a timer nothing reads).
 type udpConn struct {
 	*gonet.UDPConn
 	ep tcpip.Endpoint
@@ -91,13 +91,13 @@ func (c *udpConn) opError(addr net.Addr, err error) error {
 // SetDeadline implements net.Conn.
 func (c *udpConn) SetDeadline(t time.Time) error {
 	c.wd.set(t)
-	return c.UDPConn.SetDeadline(t)
+	return c.UDPConn.SetReadDeadline(t)
 }
 
 // SetWriteDeadline implements net.Conn.
 func (c *udpConn) SetWriteDeadline(t time.Time) error {
 	c.wd.set(t)
-	return c.UDPConn.SetWriteDeadline(t)
+	return nil
 }
 
 // deadline is a net.Conn deadline that blocked calls can wait on: done's

@@ -171,4 +171,23 @@ func TestUDPWriteDeadline(t *testing.T) {
 	if _, err := c.WriteTo([]byte("x"), &net.TCPAddr{}); err == nil {
 		t.Error("WriteTo a *net.TCPAddr succeeded")
 	}
+
+	// SetDeadline sets the read deadline too (gonet's).
+	c.SetDeadline(time.Now().Add(-time.Second))
+	read := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 10))
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Errorf("Read past SetDeadline's deadline = %v, want a timeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("Read past SetDeadline's deadline still waits after 5 s")
+		c.Close()
+		<-read
+	}
 }
