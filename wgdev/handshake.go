@@ -1,8 +1,6 @@
 package wgdev
 
 import (
-	"encoding/binary"
-	"net/netip"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -62,12 +60,15 @@ func (d *Device) handleHandshake(m *handshakeMsg) {
 		return
 	}
 	if d.isUnderLoad(now) {
-		src := macSource(m.ep)
+		// mac2 covers the sender's address and port, in any encoding
+		// that stays the same for a source: the endpoint's, as
+		// wireguard-go does.
+		src := m.ep.DstToBytes()
 		if !keys.guard.CheckMAC2(msg, src, now) {
 			d.sendCookieReply(keys, msg, src, m.ep, now)
 			return
 		}
-		if ip, ok := netip.AddrFromSlice(src[:len(src)-2]); ok && !d.limit.allow(ip, now) {
+		if !d.limit.allow(m.ep.DstIP(), now) {
 			return // a source that proved its address, but sends too many
 		}
 	}
@@ -77,16 +78,6 @@ func (d *Device) handleHandshake(m *handshakeMsg) {
 	case wgnoise.TypeResponse:
 		d.handleResponse(msg, m.ep, now)
 	}
-}
-
-// macSource is the sender's address as mac2 covers it: the IP's bytes,
-// then the port big endian.
-func macSource(ep conn.Endpoint) []byte {
-	ap, err := netip.ParseAddrPort(ep.DstToString())
-	if err != nil {
-		return ep.DstToBytes()
-	}
-	return binary.BigEndian.AppendUint16(ap.Addr().Unmap().AsSlice(), ap.Port())
 }
 
 func (d *Device) sendCookieReply(keys *localKeys, msg, src []byte, ep conn.Endpoint, now time.Time) {
