@@ -28,6 +28,7 @@ type timer struct {
 	t       *time.Timer
 	fn      func()
 	pending bool
+	when    time.Time // when a pending timer is due
 	on      bool
 	running int
 }
@@ -40,9 +41,13 @@ func newTimer(fn func()) *timer {
 	return tm
 }
 
+// fire is the runtime timer's callback. The runtime may have started it
+// for an earlier arming just before mod re-armed the timer: then the timer
+// is pending but not yet due, and this call does nothing (the re-armed
+// runtime timer calls it again when it is).
 func (tm *timer) fire() {
 	tm.mu.Lock()
-	if !tm.pending || !tm.on {
+	if !tm.pending || !tm.on || time.Now().Before(tm.when) {
 		tm.mu.Unlock()
 		return
 	}
@@ -59,11 +64,16 @@ func (tm *timer) fire() {
 // mod arms the timer to run after d (re-arming it if pending).
 func (tm *timer) mod(d time.Duration) {
 	tm.mu.Lock()
+	tm.armLocked(d)
+	tm.mu.Unlock()
+}
+
+// armLocked arms the timer, if it is on, to be due after d. tm.mu is held.
+func (tm *timer) armLocked(d time.Duration) {
 	if tm.on {
-		tm.pending = true
+		tm.pending, tm.when = true, time.Now().Add(d)
 		tm.t.Reset(d)
 	}
-	tm.mu.Unlock()
 }
 
 // armUnlessPending arms the timer to run after d unless it is pending
@@ -74,10 +84,7 @@ func (tm *timer) armUnlessPending(d time.Duration) (pending bool) {
 	if tm.pending {
 		return true
 	}
-	if tm.on {
-		tm.pending = true
-		tm.t.Reset(d)
-	}
+	tm.armLocked(d)
 	return false
 }
 

@@ -253,6 +253,28 @@ func TestTimerFastAnswer(t *testing.T) {
 	})
 }
 
+// TestTimerStaleCallback: a callback the runtime started for an earlier
+// arming, running after the timer was re-armed, does not run the timer's
+// function before it is due; the re-armed timer still runs it once.
+func TestTimerStaleCallback(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var runs atomic.Int32
+		tm := newTimer(func() { runs.Add(1) })
+		tm.enable()
+		defer tm.disable()
+		tm.mod(time.Second)
+		tm.fire() // as if the runtime had started it for an earlier arming
+		if n := runs.Load(); n != 0 {
+			t.Fatalf("the function ran %d times before the timer was due", n)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n := runs.Load(); n != 1 {
+			t.Errorf("the function ran %d times once due, want 1", n)
+		}
+	})
+}
+
 // TestTimerRekey: the initiator rekeys when it sends on a session older
 // than Rekey-After-Time, and when it receives on one older than
 // Reject-After-Time - Keepalive-Timeout - Rekey-Timeout; the responder
