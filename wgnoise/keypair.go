@@ -55,15 +55,13 @@ func newKeypair(send, recv *[32]byte) *Keypair {
 // once RejectAfterMessages is reached (or the keypair was wiped): the
 // session must not send any more.
 func (kp *Keypair) NextCounter() (uint64, bool) {
-	for {
-		c := kp.send.counter.Load()
-		if c >= RejectAfterMessages {
-			return 0, false
-		}
-		if kp.send.counter.CompareAndSwap(c, c+1) {
-			return c, true
-		}
+	// Past the limit the counter only keeps growing (2^64 is out of
+	// reach); every caller from then on is refused.
+	c := kp.send.counter.Add(1) - 1
+	if c >= RejectAfterMessages {
+		return 0, false
 	}
+	return c, true
 }
 
 // Seal encrypts in place: buf[TransportHeaderSize:TransportHeaderSize+n]
